@@ -213,3 +213,22 @@ def test_loaders_work_without_touching_shared_cache(tmp_path, monkeypatch):
     assert len(keys) == 1000
     assert (tmp_path / "cache" / "self_recognition" / ARTICLE).is_file()
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_parse_evaluator_names():
+    assert tour.parse_evaluator("gpt4") == {"evaluator": "gpt4", "ft_dataset": None, "variant": None}
+    assert tour.parse_evaluator("cnn_10_ft_gpt35") == {"evaluator": "gpt35", "ft_dataset": "cnn", "variant": "10"}
+    assert tour.parse_evaluator("xsum_always_1_ft_llama")["variant"] == "always_1"
+    with pytest.raises(ValueError, match="not an evaluator"):
+        tour.parse_evaluator("claude_ft_gpt35")
+
+
+def test_result_files_cover_every_variant_on_both_datasets():
+    files = tour.result_files("results")
+    assert len(files) == 70
+    base = files[files["variant"].isna()]
+    assert set(base["evaluator"]) == {"gpt35", "gpt4", "llama"}
+    tuned = files.dropna(subset=["variant"])
+    # each fine-tuned model (2 base models x 2 training sets x 8 variants) is evaluated on both datasets
+    counts = tuned.groupby(["evaluator", "ft_dataset", "variant"]).size()
+    assert len(counts) == 2 * 2 * len(tour.FINETUNE_VARIANTS) and (counts == 2).all()

@@ -195,3 +195,38 @@ def example(dataset: str, index: int = 0) -> dict[str, str]:
     out.update(dict(zip(summ["author"], summ["summary"])))
     return out
 
+
+
+#: Fine-tuning variants of Panickssery et al.: 2, 10 or 500 self-recognition examples, or a control task.
+FINETUNE_VARIANTS: tuple[str, ...] = ("2", "10", "500", "always_1", "random", "readability", "length", "vowelcount")
+_RESULT_NAME = re.compile(
+    r"^(?:(?P<ft_dataset>xsum|cnn)_)?(?P<variant>" + "|".join(FINETUNE_VARIANTS) + r")_(?:ft_)?(?P<evaluator>gpt35|llama)$"
+)
+
+
+def parse_evaluator(stem: str) -> dict[str, str | None]:
+    """Split an upstream evaluator name such as ``cnn_10_ft_gpt35`` or ``gpt4``.
+
+    Returns ``evaluator`` (base model: gpt35, gpt4, llama), ``ft_dataset`` (the dataset it was fine-tuned
+    on, or None) and ``variant`` (the fine-tuning variant, see :data:`FINETUNE_VARIANTS`, or None for the
+    original model). Raises ValueError for a name it does not understand.
+    """
+    if stem in ("gpt35", "gpt4", "llama"):
+        return {"evaluator": stem, "ft_dataset": None, "variant": None}
+    m = _RESULT_NAME.match(stem)
+    if not m:
+        raise ValueError(f"not an evaluator name: {stem!r}")
+    return {"evaluator": m["evaluator"], "ft_dataset": m["ft_dataset"], "variant": m["variant"]}
+
+
+def result_files(folder: str = "results") -> pd.DataFrame:
+    """The pairwise result files of one folder, parsed: ``path, eval_dataset, evaluator, ft_dataset, variant``."""
+    rows = []
+    for path in get_source(SOURCE).files:
+        parts = path.split("/")
+        if parts[0] != folder or not parts[-1].endswith("_results.json"):
+            continue
+        stem = parts[-1].removesuffix("_results.json")
+        eval_ds = parts[1] if len(parts) == 3 else "xsum"
+        rows.append({"path": path, "eval_dataset": eval_ds, **parse_evaluator(stem)})
+    return pd.DataFrame(rows)
