@@ -106,7 +106,7 @@ def folder_table(records: pd.DataFrame | None = None) -> pd.DataFrame:
         part = rec[rec["folder"] == folder]
         if part.empty:
             continue
-        kinds = Counter(f"{e} ({k})" for e, k in zip(part["ext"], part["kind"]))
+        kinds = Counter(k if e == k else f"{e} ({k})" for e, k in zip(part["ext"], part["kind"]))
         lo, hi = int(part["records"].min()), int(part["records"].max())
         rows.append(
             {
