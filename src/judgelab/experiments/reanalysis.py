@@ -363,15 +363,19 @@ def label_pairs(dataset: str, evaluator: str, condition: str) -> pd.DataFrame:
     path = f"label_results/{LABEL_CONDITIONS[condition]}/{dataset}/{evaluator}_results.json"
     df = pd.DataFrame(list(records(path)))
     idx = key_index(dataset)
-    df = df[df["key"].isin(idx)]  # the cnn Llama correct-label file also holds the 4000 XSUM records
-    df = df.drop_duplicates(["key", "model"])
+    df = df[df["key"].isin(idx)].reset_index(drop=True)  # cnn Llama label files also hold the XSUM records
+    if evaluator == "llama" and condition == "random":
+        # Every record of these files says model="human"; the raw file (same order) has the real source.
+        raw = pd.DataFrame(list(records(f"label_results/raw_llama_label_results/{dataset}_label_llama_raw.json")))
+        if len(raw) == len(df) and (raw["key"].to_numpy() == df["key"].to_numpy()).all():
+            df["model"] = raw["model"].to_numpy()
     out = pd.DataFrame({"dataset": dataset, "evaluator": evaluator, "condition": condition,
                         "other": df["model"].astype(str), "key": df["key"].astype(str),
                         "stored_preference": df["self_preference"].astype(float)})
     out["preference"] = out["stored_preference"]
-    if evaluator == "llama" and condition in ("correct", "wrong"):
+    if evaluator == "llama":
         raw = pd.DataFrame(list(records(f"label_results/raw_llama_label_results/{dataset}_label_llama_raw.json")))
-        col = {"correct": "correct_label_output", "wrong": "incorrect_label_output"}[condition]
+        col = {"correct": "correct_label_output", "wrong": "incorrect_label_output", "random": "random_label_output"}[condition]
         raw["p1"] = raw[col].map(lambda d: d["1"] / (d["1"] + d["2"]))
         m = out.merge(raw[["key", "model", "p1"]].rename(columns={"model": "other"}), on=["key", "other"], how="left")
         out["preference"] = m["p1"].to_numpy()
@@ -671,10 +675,11 @@ def label_checks() -> pd.DataFrame:
                           ("random", "random_label_output")):
             path = f"label_results/{LABEL_CONDITIONS[cond]}/{ds}/llama_results.json"
             st = pd.DataFrame(list(records(path)))
-            st_ds = st[st.key.isin(key_index(ds))].drop_duplicates(["key", "model"])
+            st_ds = st[st.key.isin(key_index(ds))].reset_index(drop=True)
             p1 = raw[col].map(lambda d: d["1"] / (d["1"] + d["2"]))
-            m = st_ds.merge(raw.assign(p1=p1)[["key", "model", "p1"]], on=["key", "model"])
+            m = st_ds.assign(p1=p1.to_numpy() if len(p1) == len(st_ds) else np.nan)  # same order as the raw file
             rows.append({"file": path, "n_records": len(st), "n_records_of_dataset": len(st_ds),
+                         "distinct_sources": int(st_ds.model.nunique()),
                          "matches_raw_p1": float(np.isclose(m.self_preference, m.p1, atol=TOL).mean()),
                          "stored_mean": float(st_ds.self_preference.mean()), "raw_p1_mean": float(m.p1.mean())})
     return pd.DataFrame(rows)
@@ -760,12 +765,13 @@ def defects() -> pd.DataFrame:
                  "n_affected": int(low.top1_probability_below_half.sum()), "stored": "1/2[P_fwd + P_bwd] of top-2 tokens",
                  "recomputed": "not possible"})
     for r in lc.itertuples():
-        if r.n_records != r.n_records_of_dataset or r.matches_raw_p1 < 0.99:
+        if r.n_records != r.n_records_of_dataset or r.matches_raw_p1 < 0.99 or r.distinct_sources < 4:
             rows.append({"defect": "Llama label results: single order, and file content inconsistent", "file": r.file,
-                         "evidence": f"{r.n_records} records ({r.n_records_of_dataset} of this dataset); stored equals "
+                         "evidence": f"{r.n_records} records ({r.n_records_of_dataset} of this dataset); "
+                                     f"{r.distinct_sources} distinct source name(s) in 'model'; stored equals "
                                      f"renormalised raw P('1') of one order in {r.matches_raw_p1:.1%}",
                          "n_affected": r.n_records - r.n_records_of_dataset if r.n_records != r.n_records_of_dataset
-                         else int(round((1 - r.matches_raw_p1) * r.n_records_of_dataset)),
+                         else r.n_records,
                          "stored": f"{r.stored_mean:.3f}", "recomputed": f"{r.raw_p1_mean:.3f} (raw P('1'))"})
     dr = drift_table()
     nan = dr[dr.n_nan > 0]

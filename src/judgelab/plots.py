@@ -1,0 +1,150 @@
+"""Figures for the book, in one consistent style.
+
+Call :func:`set_book_style` once at the top of a notebook; every plotting function here returns the
+matplotlib ``Figure`` so a notebook can show it inline or save it. Functions take tidy tables (one row
+per bar / point) and never compute statistics themselves: the numbers come from the experiment
+modules, so a figure can never disagree with the table printed beside it.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+#: One colour per summary source / evaluator, reused by every chapter.
+SOURCE_COLORS = {
+    "human": "#4C72B0", "claude": "#DD8452", "gpt35": "#55A868", "gpt4": "#C44E52", "llama": "#8172B3",
+    "all": "#4d4d4d",
+}
+#: Display names for labels.
+LABELS = {"human": "Human", "claude": "Claude 2", "gpt35": "GPT-3.5", "gpt4": "GPT-4", "llama": "Llama 2",
+          "all": "All", "xsum": "XSUM", "cnn": "CNN/DailyMail", "recognition": "Self-recognition",
+          "preference": "Self-preference"}
+
+
+def label(name: str) -> str:
+    """Human-readable name of a source, dataset or quantity."""
+    return LABELS.get(name, name)
+
+
+def set_book_style() -> None:
+    """Clean, consistent style for all figures of the book (white grid, readable fonts, no top/right spines)."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    plt.rcParams.update({
+        "figure.figsize": (7.5, 3.6), "figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
+        "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold",
+        "axes.titlesize": 11, "legend.frameon": False,
+    })
+
+
+def _errorbar(ax, x, table: pd.DataFrame, value: str, color="black"):
+    lo, hi = table[f"{value}_low"].to_numpy(), table[f"{value}_high"].to_numpy()
+    v = table[value].to_numpy()
+    ax.errorbar(x, v, yerr=np.vstack([v - lo, hi - v]), fmt="none", ecolor=color, capsize=3, lw=1)
+
+
+def bars_with_ci(
+    table: pd.DataFrame,
+    value: str,
+    x: str = "other",
+    hue: str = "evaluator",
+    ax=None,
+    chance: float | None = 0.5,
+    title: str | None = None,
+    ylim=(0, 1),
+):
+    """Grouped bar chart of ``value`` per ``x`` and ``hue`` with CI error bars from ``{value}_low/_high``.
+
+    The paper's style for R and S: one group per comparison source, one bar per evaluator, a dashed line
+    at chance (0.5).
+    """
+    ax = ax or plt.subplots()[1]
+    order = list(SOURCE_COLORS)
+    xs = sorted(pd.unique(table[x]), key=lambda v: order.index(v) if v in order else len(order))
+    hues = list(pd.unique(table[hue]))
+    width = 0.8 / len(hues)
+    for i, h in enumerate(hues):
+        sub = table[table[hue] == h].set_index(x).reindex(xs)
+        pos = np.arange(len(xs)) + (i - (len(hues) - 1) / 2) * width
+        ok = sub[value].notna().to_numpy()
+        ax.bar(pos[ok], sub[value].to_numpy()[ok], width * 0.95, color=SOURCE_COLORS.get(h), label=label(h))
+        _errorbar(ax, pos[ok], sub[ok], value)
+    if chance is not None:
+        ax.axhline(chance, ls="--", lw=1, color="grey")
+    ax.set_xticks(np.arange(len(xs)), [label(v) for v in xs])
+    ax.set_ylabel(label(value))
+    ax.set_xlabel("")
+    if ylim:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.legend(title=label(hue) if hue not in ("evaluator",) else "Evaluator", loc="upper right", fontsize=8)
+    return ax.figure
+
+
+def rs_bars(pairwise: pd.DataFrame, dataset: str):
+    """Two panels (R, S) for one dataset: bars per other source, one bar per evaluator, 95 % CIs."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    sub = pairwise[pairwise["dataset"] == dataset]
+    for ax, value in zip(axes, ("recognition", "preference")):
+        bars_with_ci(sub, value, ax=ax, title=f"{label(value)} ({label(dataset)})")
+    axes[1].get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def scatter_with_fit(
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str | None = None,
+    style: str | None = None,
+    fit: dict | None = None,
+    ax=None,
+    title: str | None = None,
+    annotate: str | None = None,
+    diagonal: bool = False,
+):
+    """Scatter of ``y`` against ``x`` with an optional fitted line (``fit``: ``slope``, ``intercept``,
+    and optionally ``r``, ``r_low``, ``r_high`` for the legend)."""
+    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
+    palette = {k: v for k, v in SOURCE_COLORS.items() if hue and k in set(data[hue])} or None
+    sns.scatterplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette=palette, s=45, alpha=0.85)
+    lo, hi = np.nanmin(data[[x, y]].to_numpy()), np.nanmax(data[[x, y]].to_numpy())
+    grid = np.linspace(lo - 0.02, hi + 0.02, 50)
+    if fit is not None:
+        lab = "OLS fit"
+        if "r" in fit:
+            lab += f": r = {fit['r']:.2f} [{fit['r_low']:.2f}, {fit['r_high']:.2f}]"
+        ax.plot(grid, fit["intercept"] + fit["slope"] * grid, color="black", lw=1.2, label=lab)
+    if diagonal:
+        ax.plot(grid, grid, ls=":", color="grey", lw=1)
+    if annotate:
+        for _, row in data.iterrows():
+            ax.annotate(str(row[annotate]), (row[x], row[y]), fontsize=6, alpha=0.7, xytext=(2, 2),
+                        textcoords="offset points")
+    ax.set_xlabel(label(x))
+    ax.set_ylabel(label(y))
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    return ax.figure
+
+
+def stacked_shares(table: pd.DataFrame, columns, index: str, ax=None, title: str | None = None, colors=None):
+    """Horizontal stacked bars of shares (rows of ``table`` sum to 1 over ``columns``)."""
+    ax = ax or plt.subplots(figsize=(7.5, 0.35 * len(table) + 1.2))[1]
+    left = np.zeros(len(table))
+    colors = colors or sns.color_palette("Set2", len(columns))
+    for col, c in zip(columns, colors):
+        vals = table[col].to_numpy()
+        ax.barh(table[index].astype(str), vals, left=left, color=c, label=col)
+        left += vals
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.legend(ncol=len(columns), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    if title:
+        ax.set_title(title, pad=24)
+    return ax.figure
