@@ -1,0 +1,478 @@
+"""The OpenAI-compatible backend: OpenAI itself, vLLM, llama.cpp's server, Ollama -- one HTTP API.
+
+:class:`OpenAICompatibleModel` speaks the ``/v1/chat/completions`` endpoint for chat models and the legacy
+``/v1/completions`` endpoint for base models (``chat=False``; chat messages are flattened with
+:func:`~judgelab.models.base.messages_to_text`, as the transformers backend does).
+
+Judging (:meth:`OpenAICompatibleModel.option_probs`) asks for one token at temperature 0 with the top-``k``
+log-probabilities and sums the probability of every listed token that, stripped of whitespace, *is* an
+option ("1" and " 1" both count for "1"). An API shows only the top ``k`` tokens (OpenAI allows at most 20),
+so an option outside them gets probability 0 and the result is marked ``exact=False``: its true probability
+is somewhere below the smallest listed one. ``extra`` records the top token and the mass the top-``k`` list
+covered.
+
+llama.cpp's server (llama-cpp-python 0.3.x) returns ``logprobs``/``top_logprobs`` on the chat endpoint too:
+it renders the GGUF's own chat template (``tokenizer.chat_template`` in the file's metadata) and converts the
+completion log-probabilities, computed from the raw logits, into the chat format. So chat models are judged
+on the chat endpoint everywhere and no local templating is needed. The server must run with
+``--logits_all True`` (see :func:`judgelab.models.llamacpp_server.serve_gguf`).
+
+Failures. Retries live here, in one :mod:`tenacity` policy (the openai client's own retries are switched
+off): time-outs, connection errors, HTTP 408/409/429 and 5xx are retried with exponential back-off and
+jitter (a ``Retry-After`` header is honoured up to the back-off cap), within ``max_attempts`` attempts and
+``max_total_s`` seconds. A malformed body (not JSON, no ``choices``, no ``logprobs``) is retried at most
+``malformed_retries`` times. Whatever cannot be recovered raises :class:`BackendError` naming the model, the
+server, the last status or error and the number of attempts -- the backend never returns a placeholder, so
+the call store (:class:`~judgelab.store.StoredModel`) never records a failed call.
+
+Store keys. The fingerprint holds the model name, the server's host (not its port: a llama.cpp server
+restarted on another port serves the same weights) and whether the chat endpoint is used. When the server
+runs a zoo GGUF, :func:`zoo_fingerprint_extra` (or :meth:`OpenAICompatibleModel.for_zoo`) adds the file's
+sha256 and quantisation, so stored results say which weights produced them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import openai
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_exponential_jitter
+
+from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
+
+T = TypeVar("T")
+
+OPENAI_MAX_TOP_LOGPROBS = 20
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "[::1]"}
+_RETRY_STATUSES = {408, 409, 429}
+
+
+class BackendError(RuntimeError):
+    """A model call failed for good (after the retries it was allowed). Nothing is stored for it."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0):
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+
+
+class MalformedResponse(ValueError):
+    """The server answered 200 but the body is not what the API promises (not JSON, no choices, no logprobs)."""
+
+
+class _Final(Exception):
+    """A well-formed answer that retrying cannot change (e.g. llama.cpp giving no logprobs at end-of-text)."""
+
+
+# --- mapping top log-probabilities to options ------------------------------------------------------------
+def top_logprobs_to_option_probs(
+    options: Sequence[str], top: Sequence[tuple[str, float]], *, top_k: int | None = None
+) -> OptionProbs:
+    """Turn a next-token top-``k`` list ``[(token_text, logprob), ...]`` into :class:`OptionProbs`.
+
+    Each option's raw probability is the sum of ``exp(logprob)`` over the listed tokens whose text, stripped
+    of whitespace, equals the option. An option with no listed spelling gets 0 and makes the result
+    ``exact=False``: its true probability is only bounded (below the smallest listed probability), and
+    ``outside`` is then an upper bound. ``extra`` holds ``top_token`` (the most likely token's text),
+    ``topk_mass`` (the probability the list covers) and ``top_k`` (how many were asked for).
+    """
+    opts = check_options(options)
+    if not top:
+        raise MalformedResponse("empty top_logprobs list")
+    raw = [0.0] * len(opts)
+    found = [False] * len(opts)
+    index = {o: i for i, o in enumerate(opts)}
+    mass = 0.0
+    for text, logprob in top:
+        value = float(logprob) if isinstance(logprob, (int, float)) else math.nan
+        if math.isnan(value) or value > 1e-6:  # -inf is a legitimate log-probability (p = 0)
+            raise MalformedResponse(f"invalid logprob {logprob!r} for token {text!r}")
+        p = math.exp(min(value, 0.0))
+        mass += p
+        i = index.get(text.strip())
+        if i is not None:
+            raw[i] += p
+            found[i] = True
+    best_text = max(top, key=lambda t: t[1])[0]
+    extra: dict[str, Any] = {"top_token": best_text, "topk_mass": min(1.0, mass)}
+    if top_k is not None:
+        extra["top_k"] = top_k
+    return OptionProbs(opts, tuple(min(1.0, r) for r in raw), exact=all(found), extra=extra)
+
+
+def zoo_fingerprint_extra(zoo_name: str, *, verify: bool = True) -> dict[str, Any]:
+    """Fingerprint fields naming the weights of a zoo model served from its GGUF (e.g. by llama.cpp).
+
+    ``verify=True`` checks that the offline GGUF is installed and has the expected sha256 (the file a local
+    server would be started with); ``verify=False`` only reads the zoo's table (for a remote server).
+    """
+    from judgelab.models.zoo import zoo_entry
+
+    entry = zoo_entry(zoo_name)
+    if verify:
+        entry.gguf_path()  # raises ZooError if missing or if its sha256 differs
+    return {
+        "zoo": entry.name,
+        "hub_id": entry.hub_id,
+        "weights": "gguf",
+        "gguf_sha256": entry.gguf_sha256,
+        "quantisation": entry.quantisation,
+    }
+
+
+def _fingerprint_host(base_url: str | None) -> str:
+    if not base_url:
+        return "api.openai.com"
+    host = urlparse(base_url).hostname or base_url
+    return "localhost" if host in _LOCAL_HOSTS else host
+
+
+def _status_of(exc: BaseException | None) -> int | None:
+    return getattr(exc, "status_code", None) if isinstance(exc, openai.APIStatusError) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, MalformedResponse)):
+        return True
+    if isinstance(exc, openai.APIResponseValidationError):
+        return True
+    status = _status_of(exc)
+    return status is not None and (status in _RETRY_STATUSES or status >= 500)
+
+
+class OpenAICompatibleModel(Model):
+    """A model behind an OpenAI-compatible HTTP API.
+
+    Parameters (all keyword except ``model_name``):
+
+    ``base_url``
+        e.g. ``http://127.0.0.1:8080/v1``; ``None`` is OpenAI's API.
+    ``api_key``
+        defaults to ``$OPENAI_API_KEY``; failing that, for a server given by ``base_url`` (llama.cpp, vLLM,
+        Ollama) to ``"not-needed"``; OpenAI's own API without a key is an error.
+    ``chat``
+        ``True`` (default): ``/v1/chat/completions``; ``False``: ``/v1/completions`` for base models.
+    ``top_k``
+        how many top log-probabilities :meth:`option_probs` asks for (default 20, OpenAI's maximum).
+    ``max_concurrency``
+        requests in flight at once (default 4; servers batch concurrent requests).
+    ``timeout``
+        seconds per request (default 120).
+    ``max_attempts`` / ``max_total_s``
+        the retry budget per request: attempts (default 4) and seconds including back-off (default 300).
+    ``backoff_initial`` / ``backoff_max`` / ``backoff_jitter``
+        exponential back-off in seconds (defaults 1, 30, 1).
+    ``malformed_retries``
+        retries of a malformed 200 response (default 2).
+    ``fingerprint_extra``
+        merged into :attr:`fingerprint` (e.g. :func:`zoo_fingerprint_extra`), so it keys the store.
+    ``logit_bias``
+        passed with :meth:`option_probs` requests only. With llama.cpp's server, ``{EOS_ID: -100}`` stops
+        the one sampled token from being end-of-text (then llama.cpp returns no log-probabilities at all);
+        its reported log-probabilities are computed from the unbiased logits, so they stay raw. Do not use
+        with OpenAI. It is part of the fingerprint when set.
+    ``client``
+        an ``openai.OpenAI`` client to use instead of building one (tests).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        chat: bool = True,
+        top_k: int = OPENAI_MAX_TOP_LOGPROBS,
+        max_concurrency: int = 4,
+        timeout: float = 120.0,
+        max_attempts: int = 4,
+        max_total_s: float = 300.0,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        backoff_jitter: float = 1.0,
+        malformed_retries: int = 2,
+        fingerprint_extra: Mapping[str, Any] | None = None,
+        logit_bias: Mapping[str, float] | None = None,
+        client: openai.OpenAI | None = None,
+        name: str | None = None,
+    ):
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.model_name = model_name
+        self.name = name or model_name
+        self.base_url = base_url or None
+        self.chat = chat
+        self.top_k = top_k
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_total_s = max_total_s
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff_jitter = backoff_jitter
+        self.malformed_retries = malformed_retries
+        self.fingerprint_extra = dict(fingerprint_extra or {})
+        self.logit_bias = dict(logit_bias) if logit_bias else None
+        if client is None:
+            key = api_key or os.environ.get("OPENAI_API_KEY")
+            if not key:
+                if self.base_url is None:
+                    raise BackendError(
+                        f"model {model_name!r} on api.openai.com needs an API key: set OPENAI_API_KEY or pass api_key="
+                    )
+                key = "not-needed"  # local servers (llama.cpp, vLLM, Ollama) ignore it unless started with one
+            client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0)
+        self.client = client
+        #: what the server said about itself in its last good response (model id, system_fingerprint)
+        self.served: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_zoo(cls, zoo_name: str, base_url: str, *, verify: bool = True, **kwargs: Any) -> OpenAICompatibleModel:
+        """A zoo model's GGUF behind an OpenAI-compatible server (e.g. :func:`~judgelab.models.llamacpp_server.serve_gguf`).
+
+        Named by its zoo name, chat or not as the zoo says, with the GGUF sha256 and quantisation in its
+        fingerprint.
+        """
+        from judgelab.models.zoo import zoo_entry
+
+        entry = zoo_entry(zoo_name)
+        extra = {**zoo_fingerprint_extra(zoo_name, verify=verify), **kwargs.pop("fingerprint_extra", {})}
+        kwargs.setdefault("chat", entry.chat)
+        return cls(entry.name, base_url, fingerprint_extra=extra, **kwargs)
+
+    # --- identity ---------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        fp: dict[str, Any] = {
+            "backend": "openai-compatible",
+            "model": self.model_name,
+            "base_url": _fingerprint_host(self.base_url),
+            "chat": self.chat,
+        }
+        if self.logit_bias:
+            fp["logit_bias"] = {str(k): v for k, v in sorted(self.logit_bias.items())}
+        fp.update(self.fingerprint_extra)
+        return fp
+
+    @property
+    def is_chat(self) -> bool:
+        return self.chat
+
+    def server_models(self) -> list[str]:
+        """The model ids the server lists at ``/v1/models`` (one request, same retry policy)."""
+        return self._with_retries(lambda: [m.id for m in self.client.models.list().data], "list models")
+
+    def _where(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
+
+    # --- retries ----------------------------------------------------------------------------------
+    def _wait(self) -> Callable[[RetryCallState], float]:
+        backoff = wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_jitter)
+
+        def wait(state: RetryCallState) -> float:
+            base = backoff(state)
+            exc = state.outcome.exception() if state.outcome else None
+            response = getattr(exc, "response", None)
+            retry_after = response.headers.get("retry-after") if response is not None else None
+            try:
+                if retry_after is not None:
+                    return max(base, min(float(retry_after), self.backoff_max))
+            except ValueError:
+                pass
+            return base
+
+        return wait
+
+    def _with_retries(self, fn: Callable[[], T], what: str) -> T:
+        malformed = 0
+
+        def stop_malformed(state: RetryCallState) -> bool:
+            nonlocal malformed
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, (MalformedResponse, openai.APIResponseValidationError)):
+                malformed += 1
+                return malformed > self.malformed_retries
+            return False
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_total_s) | stop_malformed,
+            wait=self._wait(),
+            retry=retry_if_exception(_retryable),
+            reraise=False,
+        )
+        try:
+            return retrying(fn)
+        except RetryError as err:
+            attempts = err.last_attempt.attempt_number
+            last = err.last_attempt.exception()
+            raise self._error(what, last, attempts) from last
+        except _Final as err:
+            raise self._error(what, err, retrying.statistics.get("attempt_number", 1), give_up=True) from err
+        except openai.OpenAIError as err:  # not retryable: 400, 401, 403, 404, ...
+            raise self._error(what, err, retrying.statistics.get("attempt_number", 1)) from err
+
+    def _error(self, what: str, exc: BaseException | None, attempts: int, give_up: bool = False) -> BackendError:
+        status = _status_of(exc)
+        if status is not None:
+            detail = f"HTTP {status}: {getattr(exc, 'message', exc)}"
+        elif isinstance(exc, openai.APITimeoutError):
+            detail = f"timed out after {self.timeout}s"
+        elif isinstance(exc, openai.APIConnectionError):
+            detail = f"connection error: {exc.__cause__ or exc}"
+        elif isinstance(exc, (MalformedResponse, openai.APIResponseValidationError)):
+            detail = f"malformed response: {exc}"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        return BackendError(
+            f"{what} for model {self.model_name!r} at {self._where()} failed after {tries}: {detail}",
+            status=status,
+            attempts=attempts,
+        )
+
+    def _map(self, fn: Callable[[Prompt], T], prompts: Sequence[Prompt]) -> list[T]:
+        if len(prompts) <= 1 or self.max_concurrency == 1:
+            return [fn(p) for p in prompts]
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts)))
+        try:
+            futures = [pool.submit(fn, p) for p in prompts]
+            return [f.result() for f in futures]  # the first failure (in prompt order) is raised
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _note_served(self, resp: Any) -> None:
+        info = {k: getattr(resp, k, None) for k in ("model", "system_fingerprint")}
+        info = {k: v for k, v in info.items() if v}
+        if info:
+            with self._lock:
+                self.served.update(info)
+
+    # --- requests ---------------------------------------------------------------------------------
+    def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+    def _text(self, prompt: Prompt) -> str:
+        return prompt if isinstance(prompt, str) else messages_to_text(prompt)
+
+    def _request(self, prompt: Prompt, params: dict[str, Any]) -> Any:
+        expected: type = openai.types.chat.ChatCompletion if self.chat else openai.types.Completion
+        try:
+            if self.chat:
+                resp = self.client.chat.completions.create(
+                    model=self.model_name, messages=self._messages(prompt), **params  # type: ignore[arg-type]
+                )
+            else:
+                resp = self.client.completions.create(model=self.model_name, prompt=self._text(prompt), **params)
+        except json.JSONDecodeError as err:  # a 200 whose body is not JSON
+            raise MalformedResponse(f"body is not JSON ({err})") from None
+        if not isinstance(resp, expected):
+            raise MalformedResponse(f"expected a {expected.__name__} JSON object, got {str(resp)[:200]!r}")
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise MalformedResponse(f"no choices in response: {str(resp)[:300]}")
+        self._note_served(resp)
+        return resp
+
+    def _generate_one(self, prompt: Prompt, config: GenerationConfig) -> str:
+        params: dict[str, Any] = {"max_tokens": config.max_new_tokens, "temperature": config.temperature}
+        if config.stop:
+            params["stop"] = list(config.stop)
+        if config.seed is not None:
+            params["seed"] = config.seed
+
+        def call() -> str:
+            choice = self._request(prompt, params).choices[0]
+            text = choice.message.content if self.chat else choice.text
+            if not isinstance(text, str):
+                raise MalformedResponse(f"choice has no text: {str(choice)[:300]}")
+            return text
+
+        return self._with_retries(call, "generate")
+
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig = GenerationConfig()) -> list[str]:
+        return self._map(lambda p: self._generate_one(p, config), prompts)
+
+    def _top_logprobs(self, prompt: Prompt) -> tuple[list[tuple[str, float]], dict[str, Any]]:
+        params: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0}
+        if self.chat:
+            params.update(logprobs=True, top_logprobs=self.top_k)
+        else:
+            params.update(logprobs=self.top_k)
+        if self.logit_bias:
+            params["logit_bias"] = self.logit_bias
+        resp = self._request(prompt, params)
+        choice = resp.choices[0]
+        finish = getattr(choice, "finish_reason", None)
+        lp = getattr(choice, "logprobs", None)
+        if lp is None:
+            raise MalformedResponse(f"no logprobs in response (does the server support them?): {str(choice)[:300]}")
+        try:
+            if self.chat:
+                content = lp.content
+                if content is None:
+                    raise MalformedResponse(f"logprobs without content: {str(lp)[:300]}")
+                if not content:
+                    self._no_token(finish)
+                first = content[0]
+                top = [(t.token, float(t.logprob)) for t in (first.top_logprobs or [])]
+                if not top and first.token is not None:
+                    top = [(first.token, float(first.logprob))]
+            else:
+                tops = lp.top_logprobs
+                if tops is None:
+                    raise MalformedResponse(f"logprobs without top_logprobs: {str(lp)[:300]}")
+                if not tops:
+                    self._no_token(finish)
+                if not isinstance(tops[0], Mapping):
+                    raise MalformedResponse(f"top_logprobs[0] is not a token->logprob map: {str(tops[0])[:200]}")
+                top = [(str(t), float(v)) for t, v in tops[0].items()]
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as err:
+            if isinstance(err, MalformedResponse):
+                raise
+            raise MalformedResponse(f"unreadable logprobs ({type(err).__name__}: {err}): {str(lp)[:300]}") from None
+        if not top:
+            raise MalformedResponse(f"empty top_logprobs: {str(lp)[:300]}")
+        info = {k: getattr(resp, k) for k in ("system_fingerprint",) if getattr(resp, k, None)}
+        return top, info
+
+    def _no_token(self, finish: Any) -> None:
+        if finish == "stop":
+            raise _Final(
+                "the server returned no token and no log-probabilities (finish_reason 'stop'): the most likely "
+                "next token is end-of-text, which llama.cpp's server reports without logprobs; pass "
+                "logit_bias={EOS_TOKEN_ID: -100} (llama.cpp reports unbiased logprobs) or change the prompt"
+            )
+        raise MalformedResponse(f"empty logprobs (finish_reason {finish!r})")
+
+    def _judge_one(self, prompt: Prompt, opts: tuple[str, ...]) -> OptionProbs:
+        def call() -> OptionProbs:
+            top, info = self._top_logprobs(prompt)
+            result = top_logprobs_to_option_probs(opts, top, top_k=self.top_k)
+            result.extra.update(info)
+            return result
+
+        return self._with_retries(call, "option_probs")
+
+    def option_probs(self, prompts: Sequence[Prompt], options: Sequence[str]) -> list[OptionProbs]:
+        opts = check_options(options)
+        return self._map(lambda p: self._judge_one(p, opts), prompts)
+
+
+__all__ = [
+    "BackendError",
+    "MalformedResponse",
+    "OpenAICompatibleModel",
+    "top_logprobs_to_option_probs",
+    "zoo_fingerprint_extra",
+]
