@@ -76,6 +76,11 @@ def chat_model(base_url):
 
 
 @pytest.fixture(scope="module")
+def chat_results(chat_model):
+    return chat_model.option_probs(CHAT_PROMPTS, ["1", "2"])
+
+
+@pytest.fixture(scope="module")
 def transformers_model(gguf):
     entry = zoo_entry(ZOO_NAME)
     converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}" / "config.json"
@@ -101,8 +106,8 @@ def test_generate_summary(chat_model):
     assert len(chat_model.generate(["Write one word."], GenerationConfig(max_new_tokens=5))[0]) > 0
 
 
-def test_chat_option_probs(chat_model):
-    results = chat_model.option_probs(CHAT_PROMPTS, ["1", "2"])
+def test_chat_option_probs(chat_model, chat_results):
+    results = chat_results
     for r in results:
         assert 0 < r.inside <= 1 + 1e-6
         assert all(p >= 0 for p in r.raw)
@@ -118,8 +123,8 @@ def test_completions_option_probs(base_url):
     assert counting.argmax == "2" and counting.raw[1] > 0.9 and counting.inside <= 1 + 1e-6
 
 
-def test_parity_with_transformers(chat_model, base_url, transformers_model):
-    ll_chat = chat_model.option_probs(CHAT_PROMPTS, ["1", "2"])
+def test_parity_with_transformers(chat_results, base_url, transformers_model):
+    ll_chat = chat_results
     tf_chat = transformers_model.option_probs(CHAT_PROMPTS, ["1", "2"])
     ll_text = OpenAICompatibleModel.for_zoo(ZOO_NAME, base_url, chat=False).option_probs(COMPLETION_PROMPTS, ["1", "2"])
     tf_text = transformers_model.option_probs(COMPLETION_PROMPTS, ["1", "2"])

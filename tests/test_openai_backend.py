@@ -62,7 +62,8 @@ class FakeServer:
                     pass  # the client gave up (time-out test)
 
             def do_GET(self) -> None:
-                self._send(200, json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model"}]}).encode())
+                models = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
+                self._send(200, json.dumps(models).encode())
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -78,7 +79,8 @@ class FakeServer:
                     self._send(200, json.dumps(fake.good(self.path, body)).encode())
                 elif action[0] == "status":
                     err = {"error": {"message": f"injected {action[1]}", "type": "server_error", "code": None}}
-                    self._send(action[1], json.dumps(err).encode(), headers=[("Retry-After", "0")])
+                    retry_after = action[2] if len(action) > 2 else "0"
+                    self._send(action[1], json.dumps(err).encode(), headers=[("Retry-After", retry_after)])
                 elif action[0] == "raw":
                     self._send(200, action[1].encode())
                 elif action[0] == "json":
@@ -233,6 +235,17 @@ def test_retries_every_fault_then_succeeds(server):
     assert server.count("q") == 6
 
 
+def test_retry_after_is_honoured_up_to_the_cap(server):
+    server.scripts["q"] = [("status", 429, "0.4")]
+    t0 = time.perf_counter()
+    assert make(server, backoff_max=0.6).generate(["q"]) == [server.text]
+    assert time.perf_counter() - t0 >= 0.4 and server.count("q") == 2
+    server.scripts["r"] = [("status", 429, "3600")]
+    t0 = time.perf_counter()
+    make(server, backoff_max=0.05).generate(["r"])  # capped at backoff_max
+    assert time.perf_counter() - t0 < 1.0
+
+
 def test_budget_exceeded_raises_clear_error(server):
     server.scripts["q"] = [("status", 500)] * 10
     m = make(server, max_attempts=3)
@@ -345,6 +358,10 @@ def test_zoo_fingerprint_extra():
     assert extra["gguf_sha256"].startswith("b179c952") and extra["quantisation"] == "Q4_1"
     m = OpenAICompatibleModel.for_zoo("gemma-3-270m", "http://127.0.0.1:1/v1", verify=False)
     assert m.chat is False and m.name == "gemma-3-270m" and m.fingerprint["zoo"] == "gemma-3-270m"
+    v = OpenAICompatibleModel.for_zoo("smollm2-135m-instruct", "http://10.0.0.5:8000/v1", verify=False,
+                                      model_name="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert v.name == "smollm2-135m-instruct" and v.model_name == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert v.fingerprint["base_url"] == "10.0.0.5" and v.chat is True
 
 
 def test_get_model_resolves_openai_specs(monkeypatch):

@@ -25,10 +25,18 @@ jitter (a ``Retry-After`` header is honoured up to the back-off cap), within ``m
 server, the last status or error and the number of attempts -- the backend never returns a placeholder, so
 the call store (:class:`~judgelab.store.StoredModel`) never records a failed call.
 
+Prompts. A list of messages goes to the chat endpoint as is. A plain string becomes one user message on the
+chat endpoint (a chat API takes nothing else) and is sent verbatim to ``/v1/completions`` when
+``chat=False``. The transformers backend, by contrast, feeds a string to a chat model *without* the chat
+template, so for chat models compare the two backends on message lists, not strings.
+
 Store keys. The fingerprint holds the model name, the server's host (not its port: a llama.cpp server
 restarted on another port serves the same weights) and whether the chat endpoint is used. When the server
 runs a zoo GGUF, :func:`zoo_fingerprint_extra` (or :meth:`OpenAICompatibleModel.for_zoo`) adds the file's
-sha256 and quantisation, so stored results say which weights produced them.
+sha256 and quantisation, so stored results say which weights produced them. What the server reports about
+itself (the resolved model id, OpenAI's ``system_fingerprint``) is kept in :attr:`OpenAICompatibleModel.served`
+and, for judging calls, in ``OptionProbs.extra`` -- not in the fingerprint, because it is only known after a
+call and changes whenever the provider redeploys, which would orphan every stored result.
 """
 
 from __future__ import annotations
@@ -238,18 +246,22 @@ class OpenAICompatibleModel(Model):
         self._lock = threading.Lock()
 
     @classmethod
-    def for_zoo(cls, zoo_name: str, base_url: str, *, verify: bool = True, **kwargs: Any) -> OpenAICompatibleModel:
-        """A zoo model's GGUF behind an OpenAI-compatible server (e.g. :func:`~judgelab.models.llamacpp_server.serve_gguf`).
+    def for_zoo(
+        cls, zoo_name: str, base_url: str, *, verify: bool = True, model_name: str | None = None, **kwargs: Any
+    ) -> OpenAICompatibleModel:
+        """A zoo model's GGUF behind an OpenAI-compatible server (:func:`~.llamacpp_server.serve_gguf`).
 
-        Named by its zoo name, chat or not as the zoo says, with the GGUF sha256 and quantisation in its
-        fingerprint.
+        Named by its zoo name (``model_name`` is what the server calls it, if not that), chat or not as the
+        zoo says, with the GGUF sha256 and quantisation in its fingerprint (``verify``: see
+        :func:`zoo_fingerprint_extra`).
         """
         from judgelab.models.zoo import zoo_entry
 
         entry = zoo_entry(zoo_name)
         extra = {**zoo_fingerprint_extra(zoo_name, verify=verify), **kwargs.pop("fingerprint_extra", {})}
         kwargs.setdefault("chat", entry.chat)
-        return cls(entry.name, base_url, fingerprint_extra=extra, **kwargs)
+        kwargs.setdefault("name", entry.name)
+        return cls(model_name or entry.name, base_url, fingerprint_extra=extra, **kwargs)
 
     # --- identity ---------------------------------------------------------------------------------
     @property
@@ -278,7 +290,9 @@ class OpenAICompatibleModel(Model):
 
     # --- retries ----------------------------------------------------------------------------------
     def _wait(self) -> Callable[[RetryCallState], float]:
-        backoff = wait_exponential_jitter(multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_jitter)
+        backoff = wait_exponential_jitter(
+            multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_jitter
+        )
 
         def wait(state: RetryCallState) -> float:
             base = backoff(state)
