@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS calls (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_by_model ON calls (fingerprint_id, kind);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -110,6 +114,15 @@ class CallStore:
             what = "no" if not found else f"{len(found)} different"
             raise ReplayMiss(f"{what} fingerprints for model {name!r} in {self.path}; models stored: {known}")
         return found[0]["fingerprint_id"], found[0]["fingerprint"]
+
+    # --- run metadata (profile, hardware, dates of live runs) -----------------------------------------
+    def set_meta(self, name: str, value: Any) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, canonical_json(value)))
+
+    def get_meta(self, name: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else default
 
     # --- calls ------------------------------------------------------------------------------------
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class TransformersModel(Model):
         batch_size: int = 16,
         prefix_sharing: bool = True,
         min_shared_prefix: int = 32,
+        min_shared_fraction: float = 0.5,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -61,6 +62,7 @@ class TransformersModel(Model):
         self.batch_size = batch_size
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
+        self.min_shared_fraction = min_shared_fraction
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._option_ids: dict[tuple[str, ...], list[list[int]]] = {}
@@ -128,12 +130,17 @@ class TransformersModel(Model):
                 out[i] = torch.log_softmax(logits.float(), -1).cpu()
             return torch.stack(out)  # type: ignore[arg-type]
 
+        # Sorting puts prompts with common prefixes next to each other. A prompt joins the current group
+        # only if it shares a *long* prefix with the group's first member (at least min_shared_fraction of
+        # its length): prompts about different articles share the system prompt and instructions, but
+        # grouping them would shrink the reused prefix to those few tokens and lose the article.
         order = sorted(range(n), key=lambda i: list(id_lists[i]))
         groups: list[list[int]] = []
         for i in order:
             if groups:
                 first = id_lists[groups[-1][0]]
-                if _common_prefix_len(first, id_lists[i]) >= self.min_shared_prefix:
+                need = max(self.min_shared_prefix, self.min_shared_fraction * len(id_lists[i]))
+                if _common_prefix_len(first, id_lists[i]) >= need:
                     groups[-1].append(i)
                     continue
             groups.append([i])
@@ -147,10 +154,18 @@ class TransformersModel(Model):
         return torch.stack(out)  # type: ignore[arg-type]
 
     def _suffix_logprobs(self, seqs: list[list[int]], plen: int) -> list[torch.Tensor]:
+        """Run the shared prefix once, then the suffixes in batches on top of copies of its KV cache.
+
+        Suffixes are left-padded so every row's last real token sits in the last column, which lets the
+        model compute the vocabulary projection for that one position only (``logits_to_keep=1``): the
+        LM head is a large share of a small model's cost. Pads are masked out and real tokens keep their
+        true positions (``plen + i``), so the result equals a plain forward pass of the whole prompt.
+        """
         dev = self.device
         prefix_cache = None
         if plen > 0:
-            prefix_cache = self.model(torch.tensor([seqs[0][:plen]], device=dev), use_cache=True).past_key_values
+            prefix_ids = torch.tensor([seqs[0][:plen]], device=dev)
+            prefix_cache = self.model(prefix_ids, use_cache=True, logits_to_keep=1).past_key_values
         results: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(seqs), self.batch_size):
@@ -159,19 +174,18 @@ class TransformersModel(Model):
             ids = torch.full((b, width), pad, dtype=torch.long, device=dev)
             mask = torch.zeros((b, plen + width), dtype=torch.long, device=dev)
             mask[:, :plen] = 1
-            for r, s in enumerate(batch):  # right padding: real tokens never attend to the pads after them
-                ids[r, : len(s)] = torch.tensor(s, device=dev)
-                mask[r, plen : plen + len(s)] = 1
-            positions = (torch.arange(width, device=dev) + plen).unsqueeze(0).expand(b, -1)
+            positions = torch.full((b, width), plen, dtype=torch.long, device=dev)
+            for r, s in enumerate(batch):
+                ids[r, width - len(s) :] = torch.tensor(s, device=dev)
+                mask[r, plen + width - len(s) :] = 1
+                positions[r, width - len(s) :] = torch.arange(plen, plen + len(s), device=dev)
             kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(b)
                 kwargs["past_key_values"] = cache
-            logits = self.model(**kwargs, use_cache=prefix_cache is not None).logits
-            last = torch.tensor([len(s) - 1 for s in batch], device=dev)
-            picked = logits[torch.arange(b, device=dev), last].float()
-            results.extend(torch.log_softmax(picked, -1).cpu())
+            logits = self.model(**kwargs, use_cache=prefix_cache is not None, logits_to_keep=1).logits[:, -1]
+            results.extend(torch.log_softmax(logits.float(), -1).cpu())
         return results
 
     def option_probs(self, prompts: Sequence[Prompt], options: Sequence[str]) -> list[OptionProbs]:

@@ -1,0 +1,372 @@
+"""Out-of-box self-recognition and self-preference, re-run with open models (Panickssery et al. 2024, sec. 3).
+
+The paper's protocol, unchanged, with judges anyone can run:
+
+1. each judge writes its own summaries of the held-out articles (the paper's prompts, greedy decoding,
+   cleaned as the paper cleaned them); they join the five released authors (and the other judges);
+2. for each judge and every other author, pairwise recognition ("which did you write?") and preference
+   ("which do you prefer?") in both orders, read from the next-token probabilities of "1" and "2";
+3. in the individual setting, P("Yes") to "did you write this?" and the probability-weighted 1-5 score.
+
+Evaluation uses articles ``keys[500:]`` of each dataset -- the same articles for every judge -- so that the
+fine-tuning chapter can train on ``keys[:500]``. Every call goes through a per-judge call store under
+``results/open_models/stores``; the ``book`` profile replays those stores.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from judgelab import stats
+from judgelab.data.self_recognition import AUTHORS, load_articles, load_summaries
+from judgelab.experiments.reanalysis import outcome, renormalised_pair
+from judgelab.models import get_model
+from judgelab.models.base import GenerationConfig
+from judgelab.profiles import OpenModelsProfile, hardware, open_models_profile
+from judgelab.prompts import panickssery2024 as P
+from judgelab.store import CallStore, StoredModel
+
+RESULTS_DIR = Path("results/open_models")
+
+
+def default_results_dir(profile: str) -> Path:
+    """``results/open_models`` for the committed book profile; ``results/runs/<profile>/...`` otherwise."""
+    return RESULTS_DIR if profile == "book" else Path("results/runs") / profile / "open_models"
+PAIRWISE_TASKS = ("detection", "comparison")
+SUMMARY_CONFIG = GenerationConfig(max_new_tokens=100, temperature=0.0)
+SCORES = ("1", "2", "3", "4", "5")
+
+
+# --- summaries ---------------------------------------------------------------------------------------------
+_BOILERPLATE = (
+    "points from the summary",
+    "highlights from the summary",
+    "summary of the article",
+    "highlights from the article",
+    "highlight summaries of the",
+)
+
+
+def clean_summary(text: str, dataset: str) -> str:
+    """Clean a generated summary with the rules the paper applied to its model summaries.
+
+    XSUM (one sentence): strip surrounding quotes and keep the last line (models like to open with
+    "Here is a summary:"). CNN (highlights): drop blank lines, preambles and lines ending with a colon;
+    strip list markers ("1. ", "* ", "- ") and trailing periods from each highlight.
+    """
+    text = text.strip()
+    if dataset == "xsum":
+        lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+        line = lines[-1] if lines else ""
+        if len(line) >= 2 and line[0] == '"' and line[-1] == '"':
+            line = line[1:-1]
+        return line.strip()
+    kept = []
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line or line.endswith(":") or any(b in line.lower() for b in _BOILERPLATE):
+            continue
+        line = re.sub(r"^\d+\.\s+", "", line).lstrip("* ").rstrip(".")
+        if line.endswith('."'):
+            line = line[:-2] + '"'
+        kept.append(line.lstrip("- ").lstrip())
+    return "\n".join(kept)
+
+
+def held_out_keys(dataset: str, n: int, first: int = 500) -> list[str]:
+    """The ``n`` evaluation articles of ``dataset``: ``keys[first:first + n]`` in upstream order."""
+    arts = load_articles(dataset)
+    return arts["key"].iloc[first : first + n].tolist()
+
+
+def short_name(spec: str) -> str:
+    """A judge's author name in tables: the zoo name, or the last part of a hub / API model id."""
+    return spec.split(":", 1)[-1].split("@")[0].split("/")[-1].lower()
+
+
+def store_path(judge: str, results_dir: Path = RESULTS_DIR) -> Path:
+    return Path(results_dir) / "stores" / f"{short_name(judge)}.sqlite"
+
+
+def open_judge(judge: str, profile: OpenModelsProfile, results_dir: Path = RESULTS_DIR,
+               progress: bool = True) -> StoredModel:
+    """The judge behind its call store: replayed (no weights loaded) or live (weights loaded, misses computed)."""
+    store = CallStore(store_path(judge, results_dir))
+    if profile.replay:
+        return StoredModel(None, store, replay=True, name=judge, progress=progress, chunk_size=profile.chunk_size)
+    model = get_model(judge, device=profile.device)
+    store.set_meta(f"run:{profile.name}", {"profile": profile.name, "hardware": hardware(),
+                                          "date": time.strftime("%Y-%m-%d")})
+    return StoredModel(model, store, progress=progress, chunk_size=profile.chunk_size)
+
+
+def write_summaries(model: StoredModel, dataset: str, keys: Sequence[str]) -> pd.DataFrame:
+    """The judge's own summaries of ``keys`` (recorded in its store): ``dataset, key, author, summary, raw``."""
+    articles = load_articles(dataset).set_index("key")["article"]
+    prompts = [P.summary_messages(dataset, articles[k]) for k in keys]
+    raw = model.generate(prompts, SUMMARY_CONFIG, labels=[f"{dataset}/{k}/summary" for k in keys])
+    return pd.DataFrame({"dataset": dataset, "key": list(keys), "author": short_name(model.name),
+                         "summary": [clean_summary(r, dataset) for r in raw], "raw": raw})
+
+
+def authors_table(dataset: str, keys: Sequence[str], judge_summaries: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Every author's summary of each article: the five released authors plus the judges' own."""
+    released = load_summaries(dataset)
+    released = released[released["key"].isin(set(keys))][["dataset", "key", "author", "summary"]]
+    parts = [released] + [s[s["key"].isin(set(keys))][["dataset", "key", "author", "summary"]] for s in judge_summaries]
+    out = pd.concat(parts, ignore_index=True)
+    order = {k: i for i, k in enumerate(keys)}
+    return out.sort_values("key", key=lambda s: s.map(order), kind="stable", ignore_index=True)
+
+
+# --- judging -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Request:
+    label: str
+    messages: list[dict[str, str]]
+
+
+def pairwise_requests(authors: pd.DataFrame, judge: str, articles: pd.Series) -> tuple[list[dict], list[Request]]:
+    """Both orders of both pairwise tasks for the judge's summary against every other author's.
+
+    Forward order shows the judge's own summary as Summary1; backward shows it as Summary2.
+    """
+    me = short_name(judge)
+    rows, reqs = [], []
+    for (dataset, key), group in authors.groupby(["dataset", "key"], sort=False):
+        by_author = dict(zip(group["author"], group["summary"]))
+        if me not in by_author:
+            continue
+        own, article = by_author[me], articles[key]
+        for task in PAIRWISE_TASKS:
+            for other, theirs in by_author.items():
+                if other == me:
+                    continue
+                for order, (s1, s2) in (("forward", (own, theirs)), ("backward", (theirs, own))):
+                    label = f"{dataset}/{key}/{task}/{order}/{other}"
+                    rows.append({"dataset": dataset, "key": key, "task": task, "order": order, "other": other})
+                    reqs.append(Request(label, P.pairwise_messages(task, article, s1, s2)))
+    return rows, reqs
+
+
+def individual_requests(authors: pd.DataFrame, judge: str, articles: pd.Series) -> tuple[list[dict], list[Request],
+                                                                                          list[dict], list[Request]]:
+    """Recognition (Yes/No) and 1-5 scoring prompts for every author's summary, the judge's own included."""
+    rec_rows, rec, score_rows, score = [], [], [], []
+    for row in authors.itertuples():
+        article = articles[row.key]
+        base = {"dataset": row.dataset, "key": row.key, "target": row.author}
+        rec_rows.append(base)
+        rec.append(Request(f"{row.dataset}/{row.key}/recognition/{row.author}", P.recognition_messages(article, row.summary)))
+        score_rows.append(base)
+        score.append(Request(f"{row.dataset}/{row.key}/score/{row.author}", P.scoring_messages(article, row.summary)))
+    return rec_rows, rec, score_rows, score
+
+
+def _ask(model: StoredModel, reqs: list[Request], options: Sequence[str]):
+    return model.option_probs([r.messages for r in reqs], options, labels=[r.label for r in reqs])
+
+
+def judge_pairwise(model: StoredModel, authors: pd.DataFrame, articles: pd.Series) -> pd.DataFrame:
+    """One row per pairwise prompt: raw P("1"), P("2"), the mass outside them and the top token."""
+    rows, reqs = pairwise_requests(authors, model.name, articles)
+    answers = _ask(model, reqs, ("1", "2"))
+    out = pd.DataFrame(rows)
+    out["p1"] = [a.raw[0] for a in answers]
+    out["p2"] = [a.raw[1] for a in answers]
+    out["outside"] = [a.outside for a in answers]
+    out["top_token"] = [a.extra.get("top_token") for a in answers]
+    out["judge"] = short_name(model.name)
+    return out
+
+
+def pair_scores(prompts: pd.DataFrame) -> pd.DataFrame:
+    """Per (judge, article, other): R, S (renormalised, both orders averaged) and the discrete outcomes."""
+    wide = prompts.pivot_table(index=["judge", "dataset", "key", "other"], columns=["task", "order"],
+                               values=["p1", "p2"], aggfunc="first")
+    out = wide.index.to_frame(index=False)
+    for task, name in (("detection", "recognition"), ("comparison", "preference")):
+        f1, f2 = wide[("p1", task, "forward")].to_numpy(), wide[("p2", task, "forward")].to_numpy()
+        b1, b2 = wide[("p1", task, "backward")].to_numpy(), wide[("p2", task, "backward")].to_numpy()
+        out[name] = renormalised_pair(f1, f2, b1, b2)
+        fwd = np.where(f1 >= f2, "1", "2")
+        bwd = np.where(b1 >= b2, "1", "2")
+        out[f"{name}_outcome"] = outcome(pd.Series(fwd), pd.Series(bwd)).to_numpy()
+    return out
+
+
+def judge_individual(model: StoredModel, authors: pd.DataFrame, articles: pd.Series) -> pd.DataFrame:
+    """Per (article, target author): P("Yes") renormalised over Yes/No, and the expected 1-5 score."""
+    rec_rows, rec, score_rows, score = individual_requests(authors, model.name, articles)
+    yes_no = _ask(model, rec, ("Yes", "No"))
+    scores = _ask(model, score, SCORES)
+    out = pd.DataFrame(rec_rows)
+    out["judge"] = short_name(model.name)
+    out["p_yes"] = [a["Yes"] for a in yes_no]
+    out["recognition_outside"] = [a.outside for a in yes_no]
+    out["score"] = [sum(int(k) * v for k, v in a.probs.items()) for a in scores]
+    out["score_outside"] = [a.outside for a in scores]
+    return out
+
+
+def individual_ratios(items: pd.DataFrame) -> pd.DataFrame:
+    """Pairwise-ised individual scores: x_self / (x_self + x_other) per article and other author."""
+    rows = []
+    for (judge, dataset, key), g in items.groupby(["judge", "dataset", "key"], sort=False):
+        own = g[g["target"] == judge]
+        if own.empty:
+            continue
+        for other in g[g["target"] != judge].itertuples():
+            ys, ss = float(own["p_yes"].iloc[0]), float(own["score"].iloc[0])
+            rows.append({"judge": judge, "dataset": dataset, "key": key, "other": other.target,
+                         "recognition": ys / (ys + other.p_yes) if ys + other.p_yes > 0 else np.nan,
+                         "preference": ss / (ss + other.score)})
+    return pd.DataFrame(rows)
+
+
+# --- the whole experiment ----------------------------------------------------------------------------------
+@dataclass
+class OpenModelsResults:
+    prompts: pd.DataFrame  # one row per pairwise prompt
+    pairs: pd.DataFrame  # one row per (judge, article, other)
+    individual: pd.DataFrame  # one row per (judge, article, target)
+    summaries: pd.DataFrame  # the judges' own summaries
+    runs: pd.DataFrame  # judge, weights fingerprint, profile, hardware, date
+
+    def pairwise_table(self) -> pd.DataFrame:
+        return pairwise_table(self.pairs, self.runs)
+
+    def individual_table(self) -> pd.DataFrame:
+        return individual_table(self.individual, self.runs)
+
+
+def _weights(fp: dict) -> str:
+    if fp.get("weights") == "gguf":
+        return f"gguf {fp.get('quantisation')} sha256:{fp.get('gguf_sha256', '')[:12]} (of {fp.get('hub_id')})"
+    if fp.get("weights") == "hub":
+        return f"hub {fp.get('hub_id')}@{(fp.get('revision') or 'main')[:12]} {fp.get('dtype')}"
+    return f"{fp.get('backend')} {fp.get('model')} @ {fp.get('base_url')}"
+
+
+def run(profile: str | OpenModelsProfile = "book", results_dir: Path | str = RESULTS_DIR,
+        progress: bool = True) -> OpenModelsResults:
+    """Run (or replay) the experiment under ``profile``; returns every item-level table."""
+    prof = profile if isinstance(profile, OpenModelsProfile) else open_models_profile(profile)
+    results_dir = Path(results_dir)
+    judges = list(prof.judges)
+    keys = {ds: held_out_keys(ds, max(prof.judges.values()), prof.first_article) for ds in prof.datasets}
+    articles = pd.concat([load_articles(ds).set_index("key")["article"] for ds in prof.datasets])
+
+    # phase 1: every judge writes its summaries (they are "other authors" for the other judges)
+    summaries, runs = [], []
+    for judge in judges:
+        model = open_judge(judge, prof, results_dir, progress)
+        for ds in prof.datasets:
+            summaries.append(write_summaries(model, ds, keys[ds][: prof.judges[judge]]))
+        live = model.store.get_meta("run:book") or model.store.get_meta(f"run:{prof.name}") or {}
+        runs.append({"judge": short_name(judge), "model": judge, "weights": _weights(model.fingerprint),
+                     "fingerprint_id": model.fingerprint_id, "profile": live.get("profile", prof.name),
+                     "hardware": live.get("hardware"), "date": live.get("date")})
+        model.store.close()
+    summaries_df = pd.concat(summaries, ignore_index=True)
+
+    # phase 2: every judge judges its summaries against every other author's, on its own articles
+    prompts, items = [], []
+    for judge in judges:
+        model = open_judge(judge, prof, results_dir, progress)
+        for ds in prof.datasets:
+            authors = authors_table(ds, keys[ds][: prof.judges[judge]], [summaries_df[summaries_df["dataset"] == ds]])
+            prompts.append(judge_pairwise(model, authors, articles))
+            items.append(judge_individual(model, authors, articles))
+        model.store.close()
+    prompts_df = pd.concat(prompts, ignore_index=True)
+    return OpenModelsResults(prompts_df, pair_scores(prompts_df), pd.concat(items, ignore_index=True),
+                             summaries_df, pd.DataFrame(runs))
+
+
+# --- tables ------------------------------------------------------------------------------------------------
+def _author_order(values: Sequence[str]) -> list[str]:
+    known = [a for a in (*AUTHORS,) if a in set(values)]
+    return known + sorted(set(values) - set(known) - {"all"}) + (["all"] if "all" in set(values) else [])
+
+
+def _with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    meta = runs.rename(columns={"judge": "evaluator", "model": "judge"})[
+        ["evaluator", "judge", "weights", "profile", "hardware", "date"]]
+    return table.merge(meta, on="evaluator", how="left")
+
+
+def pairwise_table(pairs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """R and S per dataset x judge x other author (and ``all``) with 95 % article-bootstrap CIs."""
+    df = pairs.rename(columns={"judge": "evaluator"})
+    per = stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "evaluator", "other"])
+    pooled = stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "evaluator"]).assign(other="all")
+    out = pd.concat([per, pooled[per.columns]], ignore_index=True)
+    order = {a: i for i, a in enumerate(_author_order(out["other"]))}
+    out = out.sort_values(["dataset", "evaluator", "other"], key=lambda s: s.map(order) if s.name == "other" else s,
+                          ignore_index=True)
+    return _with_runs(out, runs)
+
+
+def individual_table(items: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Individual setting per dataset x judge x target author: mean P("Yes") and mean 1-5 score with CIs."""
+    df = items.rename(columns={"judge": "evaluator"})
+    out = stats.bootstrap_mean_table(df, ["p_yes", "score"], ["dataset", "evaluator", "target"])
+    out["is_self"] = out["evaluator"] == out["target"]
+    return _with_runs(out, runs)
+
+
+def diagnostics_table(prompts: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Position bias and answer-format diagnostics per judge, dataset and task.
+
+    ``p_option1_wins``: share of prompts where "1" beats "2", whatever summary sits in position 1 (0.5 for
+    an unbiased judge); ``mean_outside``: mean next-token mass outside the two options; the discrete view:
+    shares of pairs answered correctly / incorrectly / the same in both orders.
+    """
+    rows = []
+    for (judge, dataset, task), g in prompts.groupby(["judge", "dataset", "task"], sort=False):
+        name = "recognition" if task == "detection" else "preference"
+        pg = pairs[(pairs["judge"] == judge) & (pairs["dataset"] == dataset)][f"{name}_outcome"]
+        shares = pg.value_counts(normalize=True)
+        rows.append({"evaluator": judge, "dataset": dataset, "task": name, "prompts": len(g),
+                     "p_option1_wins": float((g["p1"] > g["p2"]).mean()),
+                     "mean_p1_renormalised": float((g["p1"] / (g["p1"] + g["p2"])).mean()),
+                     "mean_outside": float(g["outside"].mean()),
+                     "correct": float(shares.get("correct", 0.0)), "incorrect": float(shares.get("incorrect", 0.0)),
+                     "ambiguous_1": float(shares.get("ambiguous_1", 0.0)),
+                     "ambiguous_2": float(shares.get("ambiguous_2", 0.0))})
+    return pd.DataFrame(rows)
+
+
+def kendall_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Kendall tau between item-level R and S per judge and dataset."""
+    return stats.kendall_tau_table(pairs.rename(columns={"judge": "evaluator"}), "recognition", "preference",
+                                   ["evaluator", "dataset"])
+
+
+def write_tables(profile: str = "book", results_dir: Path | str = RESULTS_DIR, progress: bool = True) -> dict[str, Path]:
+    """Run or replay ``profile`` and write ``pairwise.csv``, ``individual.csv`` and diagnostics to ``results_dir``."""
+    res = run(profile, results_dir, progress)
+    results_dir = Path(results_dir)
+    tables = {
+        "pairwise.csv": res.pairwise_table(),
+        "individual.csv": res.individual_table(),
+        "individual_ratios.csv": stats.bootstrap_mean_table(individual_ratios(res.individual).rename(
+            columns={"judge": "evaluator"}), ["recognition", "preference"], ["dataset", "evaluator", "other"]),
+        "diagnostics.csv": diagnostics_table(res.prompts, res.pairs),
+        "kendall.csv": kendall_table(res.pairs),
+    }
+    paths = {}
+    for name, table in tables.items():
+        path = results_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False, float_format="%.6g")
+        paths[name] = path
+    return paths
