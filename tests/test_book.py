@@ -1,0 +1,29 @@
+"""The book build is a test: every chapter executes (book profile: replay of the committed stores) and
+Sphinx reports no warning (`-W -n --keep-going`, as QuantEcon's lectures do)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) is None,
+                    reason="jupyter-book is not installed (pip install -e '.[dev]')")
+def test_book_builds_without_warnings():
+    exe = Path(sys.executable).parent / "jupyter-book"
+    proc = subprocess.run([str(exe), "build", str(ROOT), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert "WARNING" not in log, [line for line in log.splitlines() if "WARNING" in line][:20]
+    html = ROOT / "_build" / "html"
+    for page in ["book/intro.html", "notebooks/01_data_tour.html", "notebooks/02_reanalysis.html"]:
+        assert (html / page).is_file(), f"{page} was not rendered"
+    tour = (html / "notebooks/01_data_tour.html").read_text()
+    assert "<img" in tour, "the data tour rendered without its figure"
