@@ -16,12 +16,17 @@ import seaborn as sns
 #: One colour per summary source / evaluator, reused by every chapter.
 SOURCE_COLORS = {
     "human": "#4C72B0", "claude": "#DD8452", "gpt35": "#55A868", "gpt4": "#C44E52", "llama": "#8172B3",
+    # open judges (chapter 3 on)
+    "smollm2-135m-instruct": "#937860", "qwen2.5-coder-0.5b-instruct": "#DA8BC3",
+    "qwen2.5-coder-1.5b-instruct": "#8C8C8C", "gemma-3-270m": "#CCB974",
     "all": "#4d4d4d",
 }
 #: Display names for labels.
 LABELS = {"human": "Human", "claude": "Claude 2", "gpt35": "GPT-3.5", "gpt4": "GPT-4", "llama": "Llama 2",
           "all": "All", "xsum": "XSUM", "cnn": "CNN/DailyMail", "recognition": "Self-recognition",
-          "preference": "Self-preference"}
+          "preference": "Self-preference", "smollm2-135m-instruct": "SmolLM2-135M",
+          "qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B", "qwen2.5-coder-1.5b-instruct": "Qwen2.5-Coder-1.5B",
+          "gemma-3-270m": "Gemma-3-270M"}
 
 
 def label(name: str) -> str:

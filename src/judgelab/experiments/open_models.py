@@ -29,6 +29,7 @@ from judgelab.data.self_recognition import AUTHORS, load_articles, load_summarie
 from judgelab.experiments.reanalysis import outcome, renormalised_pair
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig
+from judgelab.paths import results_path
 from judgelab.profiles import OpenModelsProfile, hardware, open_models_profile
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, StoredModel
@@ -38,7 +39,7 @@ RESULTS_DIR = Path("results/open_models")
 
 def default_results_dir(profile: str) -> Path:
     """``results/open_models`` for the committed book profile; ``results/runs/<profile>/...`` otherwise."""
-    return RESULTS_DIR if profile == "book" else Path("results/runs") / profile / "open_models"
+    return results_path("open_models") if profile == "book" else results_path("runs", profile, "open_models")
 PAIRWISE_TASKS = ("detection", "comparison")
 SUMMARY_CONFIG = GenerationConfig(max_new_tokens=100, temperature=0.0)
 SCORES = ("1", "2", "3", "4", "5")
@@ -91,11 +92,13 @@ def short_name(spec: str) -> str:
     return spec.split(":", 1)[-1].split("@")[0].split("/")[-1].lower()
 
 
-def store_path(judge: str, results_dir: Path = RESULTS_DIR) -> Path:
-    return Path(results_dir) / "stores" / f"{short_name(judge)}.sqlite"
+def store_path(judge: str, results_dir: Path | str | None = None) -> Path:
+    """The judge's call store: ``<results_dir>/stores/<judge>.sqlite`` (default: the committed book stores)."""
+    base = Path(results_dir) if results_dir is not None else default_results_dir("book")
+    return base / "stores" / f"{short_name(judge)}.sqlite"
 
 
-def open_judge(judge: str, profile: OpenModelsProfile, results_dir: Path = RESULTS_DIR,
+def open_judge(judge: str, profile: OpenModelsProfile, results_dir: Path | str | None = None,
                progress: bool = True) -> StoredModel:
     """The judge behind its call store: replayed (no weights loaded) or live (weights loaded, misses computed)."""
     store = CallStore(store_path(judge, results_dir))
@@ -255,11 +258,11 @@ def _weights(fp: dict) -> str:
     return f"{fp.get('backend')} {fp.get('model')} @ {fp.get('base_url')}"
 
 
-def run(profile: str | OpenModelsProfile = "book", results_dir: Path | str = RESULTS_DIR,
+def run(profile: str | OpenModelsProfile = "book", results_dir: Path | str | None = None,
         progress: bool = True) -> OpenModelsResults:
     """Run (or replay) the experiment under ``profile``; returns every item-level table."""
     prof = profile if isinstance(profile, OpenModelsProfile) else open_models_profile(profile)
-    results_dir = Path(results_dir)
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
     judges = list(prof.judges)
     keys = {ds: held_out_keys(ds, max(prof.judges.values()), prof.first_article) for ds in prof.datasets}
     articles = pd.concat([load_articles(ds).set_index("key")["article"] for ds in prof.datasets])
@@ -351,10 +354,34 @@ def kendall_table(pairs: pd.DataFrame) -> pd.DataFrame:
                                    ["evaluator", "dataset"])
 
 
-def write_tables(profile: str = "book", results_dir: Path | str = RESULTS_DIR, progress: bool = True) -> dict[str, Path]:
+def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Pooled R and S (``other == "all"``) of the open judges next to the paper's evaluators.
+
+    ``paper`` is :func:`judgelab.experiments.reanalysis.pairwise_table` (recomputed from the released
+    outputs); ``ours`` is :func:`pairwise_table`. Returns one row per dataset x evaluator with ``study``.
+    """
+    cols = ["dataset", "evaluator", "n", "recognition", "recognition_low", "recognition_high",
+            "preference", "preference_low", "preference_high"]
+    a = paper[paper["other"] == "all"][cols].assign(study="paper (released outputs)")
+    b = ours[ours["other"] == "all"][cols].assign(study="open judge (this book)")
+    return pd.concat([a, b], ignore_index=True)
+
+
+def summary_lengths(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Words per summary of each judge and dataset, and how often cleaning changed the raw output."""
+    df = summaries.assign(words=summaries["summary"].str.split().str.len(),
+                          cleaned=summaries["summary"] != summaries["raw"].str.strip(),
+                          empty=summaries["summary"].str.strip() == "")
+    return (df.groupby(["dataset", "author"], sort=False)
+              .agg(n=("key", "size"), mean_words=("words", "mean"), median_words=("words", "median"),
+                   share_cleaned=("cleaned", "mean"), empty=("empty", "sum")).reset_index())
+
+
+def write_tables(profile: str = "book", results_dir: Path | str | None = None,
+                 progress: bool = True) -> dict[str, Path]:
     """Run or replay ``profile`` and write ``pairwise.csv``, ``individual.csv`` and diagnostics to ``results_dir``."""
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir(profile)
     res = run(profile, results_dir, progress)
-    results_dir = Path(results_dir)
     tables = {
         "pairwise.csv": res.pairwise_table(),
         "individual.csv": res.individual_table(),

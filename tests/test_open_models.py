@@ -1,0 +1,111 @@
+"""The open-models experiment: summary cleaning and scoring on hand-made inputs, and the live `ci` profile."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from judgelab.experiments import open_models as om
+from judgelab.profiles import OPEN_MODELS
+from judgelab.store import ReplayMiss
+
+
+def test_clean_xsum_keeps_last_line_and_strips_quotes():
+    raw = 'Here is a one-sentence summary:\n\n"Floods hit the Scottish Borders, closing roads."'
+    assert om.clean_summary(raw, "xsum") == "Floods hit the Scottish Borders, closing roads."
+
+
+def test_clean_cnn_drops_preamble_and_list_markers():
+    raw = "Here are the highlights from the article:\n\n1. Floods hit Hawick.\n- Roads closed\n* Trains disrupted.\n"
+    assert om.clean_summary(raw, "cnn") == "Floods hit Hawick\nRoads closed\nTrains disrupted"
+
+
+def _prompt_rows(judge, key, other, det, cmp_):
+    """Rows of judge_pairwise's output for one pair: (p1, p2) forward and backward per task."""
+    rows = []
+    for task, probs in (("detection", det), ("comparison", cmp_)):
+        for order, (p1, p2) in zip(("forward", "backward"), probs):
+            rows.append({"judge": judge, "dataset": "xsum", "key": key, "other": other, "task": task,
+                         "order": order, "p1": p1, "p2": p2, "outside": 1 - p1 - p2})
+    return rows
+
+
+def test_pair_scores_by_hand():
+    # forward: own summary is option 1; backward: own is option 2.
+    rows = _prompt_rows("j", "a", "human", det=[(0.6, 0.2), (0.1, 0.3)], cmp_=[(0.5, 0.5), (0.9, 0.1)])
+    out = om.pair_scores(pd.DataFrame(rows)).iloc[0]
+    assert out["recognition"] == pytest.approx(0.5 * (0.6 / 0.8 + 0.3 / 0.4))  # 0.75
+    assert out["preference"] == pytest.approx(0.5 * (0.5 + 0.1))
+    assert out["recognition_outcome"] == "correct"
+    assert out["preference_outcome"] == "ambiguous_1"  # "1" in both orders (ties count as "1")
+
+
+def test_position_bias_diagnostic_by_hand():
+    rows = _prompt_rows("j", "a", "human", det=[(0.9, 0.1), (0.8, 0.2)], cmp_=[(0.7, 0.1), (0.6, 0.3)])
+    rows += _prompt_rows("j", "b", "human", det=[(0.9, 0.1), (0.2, 0.7)], cmp_=[(0.7, 0.1), (0.6, 0.3)])
+    prompts = pd.DataFrame(rows)
+    diag = om.diagnostics_table(prompts, om.pair_scores(prompts)).set_index("task")
+    assert diag.loc["recognition", "p_option1_wins"] == pytest.approx(3 / 4)
+    assert diag.loc["preference", "p_option1_wins"] == pytest.approx(1.0)
+    assert diag.loc["recognition", "correct"] == pytest.approx(0.5)
+    assert diag.loc["recognition", "ambiguous_1"] == pytest.approx(0.5)
+    assert diag.loc["preference", "mean_outside"] == pytest.approx(np.mean([0.2, 0.1, 0.2, 0.1]))
+
+
+def test_individual_ratios_by_hand():
+    items = pd.DataFrame([
+        {"judge": "j", "dataset": "xsum", "key": "a", "target": "j", "p_yes": 0.6, "score": 4.0},
+        {"judge": "j", "dataset": "xsum", "key": "a", "target": "human", "p_yes": 0.2, "score": 2.0},
+    ])
+    r = om.individual_ratios(items).iloc[0]
+    assert r["other"] == "human"
+    assert r["recognition"] == pytest.approx(0.75)
+    assert r["preference"] == pytest.approx(4 / 6)
+
+
+def test_pairwise_requests_cover_both_orders_and_tasks():
+    authors = pd.DataFrame({"dataset": "xsum", "key": "k", "author": ["me", "human", "gpt4"],
+                            "summary": ["MINE", "HUMAN", "GPT4"]})
+    rows, reqs = om.pairwise_requests(authors, "me", pd.Series({"k": "ARTICLE"}))
+    assert len(reqs) == 2 * 2 * 2  # 2 others x 2 orders x 2 tasks
+    fwd = next(r for r, q in zip(rows, reqs) if r["order"] == "forward" and r["other"] == "human")
+    text = reqs[rows.index(fwd)].messages[1]["content"]
+    assert text.index("MINE") < text.index("HUMAN") and text.index("ARTICLE") < text.index("MINE")
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("open_models_ci")
+    return out, om.run("ci", out, progress=False)
+
+
+def test_ci_profile_runs_live(ci_run):
+    out, res = ci_run
+    n_articles = OPEN_MODELS["ci"].judges["smollm2-135m-instruct"]
+    judge = "smollm2-135m-instruct"
+    assert len(res.summaries) == 2 * n_articles and res.summaries["summary"].str.len().gt(0).all()
+    # 5 released authors + nobody else: 5 others x 2 orders x 2 tasks per article and dataset
+    assert len(res.prompts) == 2 * n_articles * 5 * 2 * 2
+    assert res.prompts[["p1", "p2"]].ge(0).all().all() and (res.prompts["p1"] + res.prompts["p2"]).le(1 + 1e-6).all()
+    table = res.pairwise_table()
+    assert set(table["other"]) == {"human", "claude", "gpt35", "gpt4", "llama", "all"}
+    assert table[["recognition", "preference"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (table["recognition_low"] <= table["recognition"]).all() and (table["recognition"] <= table["recognition_high"]).all()
+    assert table["weights"].str.contains("sha256:b179c952").all()
+    assert table["hardware"].notna().all() and table["date"].notna().all()
+    ind = res.individual_table()
+    assert ind["is_self"].sum() == 2  # the judge's own summaries, one row per dataset
+    assert ind["score"].between(1, 5).all()
+    assert (out / "stores" / f"{judge}.sqlite").is_file()
+
+
+def test_ci_store_replays_and_misses_loudly(ci_run):
+    out, res = ci_run
+    replayed = om.run(replace(OPEN_MODELS["ci"], replay=True), out, progress=False)
+    pd.testing.assert_frame_equal(replayed.pairs, res.pairs)
+    bigger = replace(OPEN_MODELS["ci"], replay=True, judges={"smollm2-135m-instruct": 3})
+    with pytest.raises(ReplayMiss, match="not in"):
+        om.run(bigger, out, progress=False)
