@@ -1,0 +1,309 @@
+"""The ``judgelab`` command line: data, the model zoo, the experiments and the call stores.
+
+::
+
+    judgelab data list [--files]                 pinned sources, their files and sizes
+    judgelab data verify [SOURCE ...] [--offline] fetch and hash-check every pinned file
+    judgelab zoo list                            the zoo: hub id, chat, offline weights installed, quantisation
+    judgelab zoo prepare NAME ... | --all        verify the GGUF, convert it to the safetensors cache, time loads
+    judgelab reanalysis [--out DIR]              re-analyse the released data (Panickssery et al. 2024)
+    judgelab run open-models --profile P         run or replay the open-models experiment
+    judgelab run finetuning --profile P          run or replay the fine-tuning experiment
+    judgelab store info PATH                     models, calls per kind and metadata of a call store
+
+Exit status: 0 on success, 1 when a check or a run failed (the error is printed), 2 on a usage error.
+Heavy imports (torch, transformers, pandas) happen inside the commands that need them, so ``judgelab data``
+and ``judgelab store`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+PROFILES = ("ci", "book", "gpu", "api")
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can act on: printed without a traceback, exit status 1."""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _table(rows: list[dict[str, object]], columns: Sequence[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+# --- data --------------------------------------------------------------------------------------------------
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from judgelab.data import SOURCE_NAMES, cache_dir, get_source
+
+    rows = []
+    for name in SOURCE_NAMES:
+        src = get_source(name)
+        cached = sum(1 for p in src.files if (cache_dir() / name / p).is_file())
+        rows.append({"source": name, "files": len(src.files), "size": _human(sum(f.size for f in src.files.values())),
+                     "cached": f"{cached}/{len(src.files)}",
+                     "upstream": f"{src.upstream}@{src.commit[:10]}" if src.commit else f"{src.upstream} (mirror only)"})
+    print(_table(rows, ["source", "files", "size", "cached", "upstream"]))
+    if args.files:
+        for name in SOURCE_NAMES:
+            src = get_source(name)
+            print(f"\n{name}: {src.description}")
+            for f in src.files.values():
+                print(f"  {f.path}  {_human(f.size)}  sha256:{f.sha256[:12]}")
+    print(f"\ncache: {cache_dir()}")
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from judgelab.data import SOURCE_NAMES, verify_source
+
+    names = args.sources or list(SOURCE_NAMES)
+    unknown = [n for n in names if n not in SOURCE_NAMES]
+    if unknown:
+        raise CommandError(f"unknown data source(s) {', '.join(unknown)}; known: {', '.join(SOURCE_NAMES)}")
+    failed = []
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            paths = verify_source(name, download=not args.offline, progress=not args.quiet)
+        except Exception as err:  # noqa: BLE001 - DataIntegrityError and whatever else: report and go on
+            failed.append(name)
+            print(f"FAILED {name}: {err}", file=sys.stderr)
+            continue
+        size = sum(p.stat().st_size for p in paths)
+        print(f"ok {name}: {len(paths)} files, {_human(size)} verified in {time.perf_counter() - t0:.1f}s")
+    if failed:
+        print(f"{len(failed)} of {len(names)} sources failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- zoo ---------------------------------------------------------------------------------------------------
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from judgelab.models.zoo import ZOO, ZooError, model_cache_dir
+
+    rows = []
+    for entry in ZOO.values():
+        try:
+            entry.gguf_path()
+            offline = "yes"
+        except ZooError:
+            offline = "no"
+        converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}" / "config.json"
+        rows.append({"name": entry.name, "hub_id": entry.hub_id, "chat": "yes" if entry.chat else "no (base)",
+                     "offline": offline, "converted": "yes" if converted.is_file() else "no",
+                     "quantisation": entry.quantisation})
+    print(_table(rows, ["name", "hub_id", "chat", "offline", "converted", "quantisation"]))
+    missing = [e for e in ZOO.values() if rows[list(ZOO).index(e.name)]["offline"] == "no"]
+    for e in missing:
+        print(f"  {e.name}: {e.pip}")
+    print(f"\ncache: {model_cache_dir()}")
+    return 0
+
+
+def cmd_zoo_prepare(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from judgelab.models.zoo import ZOO, ZooError, model_cache_dir, zoo_entry
+
+    if args.all == bool(args.names):
+        raise CommandError("name one or more zoo models, or --all")
+    try:
+        entries = list(ZOO.values()) if args.all else [zoo_entry(n) for n in args.names]
+    except ZooError as err:
+        raise CommandError(str(err)) from None
+    from judgelab.models import transformers_backend as tb
+
+    failed = []
+    for entry in tqdm(entries, desc="zoo", unit="model", disable=len(entries) < 2):
+        try:
+            t0 = time.perf_counter()
+            path = entry.gguf_path()
+            print(f"{entry.name}: GGUF verified ({path}, {_human(path.stat().st_size)}) "
+                  f"in {time.perf_counter() - t0:.1f}s")
+            converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}" / "config.json"
+            was_cached = converted.is_file()
+            t0 = time.perf_counter()
+            model = tb.load_zoo_offline(entry, device="cpu")
+            first = time.perf_counter() - t0
+            del model
+            t0 = time.perf_counter()
+            model = tb.load_zoo_offline(entry, device="cpu")
+            second = time.perf_counter() - t0
+            del model
+            before = "cached" if was_cached else "GGUF conversion"
+            print(f"{entry.name}: load before {first:.1f}s ({before}), after {second:.1f}s (safetensors cache, "
+                  f"this process)")
+        except (ZooError, OSError) as err:
+            failed.append(entry.name)
+            print(f"FAILED {entry.name}: {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --- experiments -------------------------------------------------------------------------------------------
+def cmd_reanalysis(args: argparse.Namespace) -> int:
+    from judgelab.experiments.reanalysis import write_tables
+
+    t0 = time.perf_counter()
+    print(f"re-analysing the released data into {args.out} ...", flush=True)
+    paths = write_tables(args.out)
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    print(f"{len(paths)} tables in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import importlib
+
+    module_name = {"open-models": "open_models", "finetuning": "finetuning"}[args.experiment]
+    try:
+        module = importlib.import_module(f"judgelab.experiments.{module_name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"judgelab.experiments.{module_name}":
+            raise
+        raise CommandError(f"experiment {args.experiment!r} is not available in this version of judgelab") from None
+    write_tables = getattr(module, "write_tables", None)
+    if write_tables is None:
+        raise CommandError(f"judgelab.experiments.{module_name} has no write_tables(profile, results_dir)")
+    results_dir = args.results_dir
+    if results_dir is None and hasattr(module, "default_results_dir"):
+        results_dir = module.default_results_dir(args.profile)
+    t0 = time.perf_counter()
+    print(f"{args.experiment}: profile {args.profile} -> {results_dir or '(default)'}", flush=True)
+    paths = write_tables(args.profile, results_dir) if results_dir is not None else write_tables(args.profile)
+    for name, path in (paths or {}).items():
+        print(f"  {name}: {path}")
+    print(f"done in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+# --- stores ------------------------------------------------------------------------------------------------
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        conn.execute("SELECT 1 FROM sqlite_master").fetchall()
+        return conn
+    except sqlite3.Error:  # a read-only directory cannot take the WAL index: read the file as immutable
+        return sqlite3.connect(f"file:{path.resolve()}?immutable=1", uri=True)
+
+
+def store_info(path: str | Path) -> dict[str, object]:
+    """Models, call counts per model and kind, and metadata of the call store at ``path`` (read only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"no call store at {path}")
+    try:
+        conn = _connect_readonly(path)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"models", "calls", "meta"} <= tables:
+            raise CommandError(f"{path} is not a judgelab call store (tables: {sorted(tables) or 'none'})")
+        models = [{"fingerprint_id": r[0], "name": r[1], "fingerprint": json.loads(r[2]), "created": r[3]}
+                  for r in conn.execute("SELECT fingerprint_id, name, fingerprint, created FROM models ORDER BY name")]
+        counts = [{"fingerprint_id": r[0], "kind": r[1], "calls": r[2], "first": r[3], "last": r[4]}
+                  for r in conn.execute("SELECT fingerprint_id, kind, COUNT(*), MIN(created), MAX(created) FROM calls "
+                                        "GROUP BY fingerprint_id, kind ORDER BY fingerprint_id, kind")]
+        meta = {r[0]: json.loads(r[1]) for r in conn.execute("SELECT name, value FROM meta ORDER BY name")}
+        conn.close()
+    except sqlite3.DatabaseError as err:
+        raise CommandError(f"{path}: not a readable SQLite call store ({err})") from None
+    return {"path": str(path), "bytes": path.stat().st_size, "models": models, "counts": counts, "meta": meta}
+
+
+def cmd_store_info(args: argparse.Namespace) -> int:
+    info = store_info(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    total = sum(c["calls"] for c in info["counts"])  # type: ignore[union-attr]
+    print(f"{info['path']}: {_human(info['bytes'])}, {total} calls")  # type: ignore[arg-type]
+    names = {m["fingerprint_id"]: m["name"] for m in info["models"]}  # type: ignore[union-attr]
+    print("\nmodels:")
+    for m in info["models"]:  # type: ignore[union-attr]
+        fp = ", ".join(f"{k}={v}" for k, v in m["fingerprint"].items() if v is not None)
+        print(f"  {m['name']}  [{m['fingerprint_id']}]  {fp}")
+    print("\ncalls:")
+    rows = [{"model": names.get(c["fingerprint_id"], c["fingerprint_id"]), "kind": c["kind"], "calls": c["calls"],
+             "first": c["first"], "last": c["last"]} for c in info["counts"]]  # type: ignore[union-attr]
+    print(_table(rows, ["model", "kind", "calls", "first", "last"]))
+    if info["meta"]:
+        print("\nmeta:")
+        for k, v in info["meta"].items():  # type: ignore[union-attr]
+            print(f"  {k}: {json.dumps(v, ensure_ascii=False)}")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="judgelab", description="A reproducible replication of LLM-as-judge studies.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="pinned data sources").add_subparsers(dest="action", required=True)
+    p = data.add_parser("list", help="sources, files and sizes")
+    p.add_argument("--files", action="store_true", help="list every pinned file")
+    p.set_defaults(func=cmd_data_list)
+    p = data.add_parser("verify", help="fetch and hash-check every pinned file")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="sources to verify (default: all)")
+    p.add_argument("--offline", action="store_true", help="never download: cache and mirror only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_data_verify)
+
+    zoo = sub.add_parser("zoo", help="the offline model zoo").add_subparsers(dest="action", required=True)
+    zoo.add_parser("list", help="zoo models and their offline weights").set_defaults(func=cmd_zoo_list)
+    p = zoo.add_parser("prepare", help="verify a model's GGUF and convert it to the safetensors cache")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--all", action="store_true", help="every zoo model")
+    p.set_defaults(func=cmd_zoo_prepare)
+
+    p = sub.add_parser("reanalysis", help="re-analyse the released data of Panickssery et al. 2024")
+    p.add_argument("--out", default="results/panickssery2024", help="output directory (default: %(default)s)")
+    p.set_defaults(func=cmd_reanalysis)
+
+    run = sub.add_parser("run", help="run or replay an experiment").add_subparsers(dest="experiment", required=True)
+    for name, text in (("open-models", "out-of-box self-recognition with open models"),
+                       ("finetuning", "fine-tuning judges on self-recognition")):
+        p = run.add_parser(name, help=text)
+        p.add_argument("--profile", choices=PROFILES, required=True)
+        p.add_argument("--results-dir", type=Path, default=None,
+                       help="where tables and stores go (default: the profile's directory)")
+        p.set_defaults(func=cmd_run)
+
+    store = sub.add_parser("store", help="call stores").add_subparsers(dest="action", required=True)
+    p = store.add_parser("info", help="models, counts per kind and metadata")
+    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_store_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as err:
+        print(f"judgelab: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover
+        print("judgelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

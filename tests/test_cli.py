@@ -1,0 +1,150 @@
+"""The ``judgelab`` command line, called in-process through :func:`judgelab.cli.main` (and once as a script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from judgelab.cli import main
+from judgelab.data import SOURCE_NAMES
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in SOURCE_NAMES:
+        assert name in out
+    assert "110.9 kB" in out  # alpaca_seed's one file
+
+
+def test_data_list_files(capsys):
+    assert main(["data", "list", "--files"]) == 0
+    out = capsys.readouterr().out
+    assert "seed_tasks.jsonl" in out and "sha256:7779004fa198" in out
+
+
+def test_data_verify_offline_small_source(capsys):
+    code = main(["data", "verify", "alpaca_seed", "--offline", "--quiet"])
+    out, err = capsys.readouterr()
+    if code != 0 and "no intact copy" in err:
+        pytest.skip("alpaca_seed is neither cached nor mirrored on this machine")
+    assert code == 0, err
+    assert "ok alpaca_seed: 1 files" in out
+
+
+def test_data_verify_failure_exits_non_zero(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JUDGELAB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("JUDGELAB_DATA_MIRROR", str(tmp_path / "no-mirror"))
+    assert main(["data", "verify", "alpaca_seed", "--offline", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED alpaca_seed" in err
+    assert "seed_tasks.jsonl" in err and "7779004fa198" in err  # the file and its pinned hash
+    assert "download disabled" in err
+
+
+def test_data_verify_unknown_source(capsys):
+    assert main(["data", "verify", "no_such_source", "--offline"]) == 1
+    assert "unknown data source" in capsys.readouterr().err
+
+
+def test_zoo_list(capsys):
+    from judgelab.models.zoo import ZOO
+
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    for entry in ZOO.values():
+        assert entry.name in out and entry.hub_id in out and entry.quantisation in out
+    assert "no (base)" in out  # gemma-3-270m is a base model
+
+
+def test_zoo_prepare_needs_a_name(capsys):
+    assert main(["zoo", "prepare"]) == 1
+    assert main(["zoo", "prepare", "no-such-model"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown zoo model" in err and "smollm2-135m-instruct" in err
+
+
+def _small_store(path):
+    from judgelab.models.base import GenerationConfig
+    from judgelab.store import CallStore, StoredModel
+
+    from test_store import PROMPTS, FakeModel
+
+    with CallStore(path) as store:
+        sm = StoredModel(FakeModel("fake-judge"), store, progress=False)
+        sm.option_probs(PROMPTS[:7], ("1", "2"))
+        sm.generate(PROMPTS[:3], GenerationConfig(max_new_tokens=5))
+        store.set_meta("run:ci", {"profile": "ci", "hardware": "cpu:test"})
+
+
+def test_store_info(tmp_path, capsys):
+    path = tmp_path / "judge.sqlite"
+    _small_store(path)
+    assert main(["store", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fake-judge" in out and "10 calls" in out
+    assert "option_probs" in out and "generate" in out
+    assert "run:ci" in out and "cpu:test" in out
+
+    assert main(["store", "info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert {(c["kind"], c["calls"]) for c in info["counts"]} == {("option_probs", 7), ("generate", 3)}
+    assert [m["name"] for m in info["models"]] == ["fake-judge"]
+    assert info["meta"] == {"run:ci": {"profile": "ci", "hardware": "cpu:test"}}
+
+
+def test_store_info_errors(tmp_path, capsys):
+    assert main(["store", "info", str(tmp_path / "missing.sqlite")]) == 1
+    assert not (tmp_path / "missing.sqlite").exists()  # info never creates a store
+    bogus = tmp_path / "bogus.sqlite"
+    bogus.write_text("not a database")
+    assert main(["store", "info", str(bogus)]) == 1
+    err = capsys.readouterr().err
+    assert "no call store" in err and "bogus.sqlite" in err
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["frobnicate"],
+    ["data"],
+    ["run", "open-models"],  # --profile is required
+    ["run", "open-models", "--profile", "huge"],
+    ["store", "info"],
+])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage: judgelab" in capsys.readouterr().err
+
+
+def test_run_unknown_experiment_module(monkeypatch, capsys):
+    """``run finetuning`` imports its experiment lazily and says so clearly where it does not exist yet."""
+    import importlib
+
+    real = importlib.import_module
+
+    def fake_import(name, *a, **k):
+        if name == "judgelab.experiments.finetuning":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    assert main(["run", "finetuning", "--profile", "ci"]) == 1
+    assert "not available" in capsys.readouterr().err
+
+
+def test_console_script():
+    exe = shutil.which("judgelab") or shutil.which("judgelab", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the judgelab console script is not installed")
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for cmd in ("data", "zoo", "reanalysis", "run", "store"):
+        assert cmd in res.stdout
+    res = subprocess.run([exe, "zoo", "nonsense"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
