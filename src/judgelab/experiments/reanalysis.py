@@ -517,6 +517,80 @@ def drift_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def drift_coverage() -> pd.DataFrame:
+    """Which articles the quality-drift data cover, and how many of them the model was fine-tuned on.
+
+    Upstream ``generate_summaries.py`` wrote each fine-tuned GPT-3.5 model's new summaries for
+    ``xsum_keys[:50]`` and ``cnn_keys[:50]``, i.e. the *first* 50 articles, while fine-tuning used
+    ``keys[:N]`` (N = 2, 10 or 500). One row per ``comparisons/{ds}/{model}_comparisons.json`` file
+    (both families), with the article positions it covers, and for GPT-3.5 the same for the
+    ``summaries/{ds}/{model}_responses.json`` file of new summaries (no Llama summaries were released).
+
+    ``training_articles`` counts compared articles at positions < N of a model fine-tuned on the
+    evaluated dataset (else 0); ``held_out_articles`` the compared articles it was not trained on.
+    """
+    rows = []
+    for fam in FT_FAMILIES:
+        for tr in DATASETS:
+            for v in FT_VARIANTS:
+                for ds in DATASETS:
+                    name, idx = ft_name(tr, v, fam), key_index(ds)
+                    n = n_train(v) if tr == ds else 0
+                    cmp_pos = pd.Series([r["key"] for r in records(f"comparisons/{ds}/{name}_comparisons.json")]).map(idx)
+                    row = {"evaluator_family": fam, "trained_on": tr, "variant": v, "evaluated_on": ds,
+                           "n_train": n_train(v), "comparisons_file": f"comparisons/{ds}/{name}_comparisons.json",
+                           "n_compared": int(cmp_pos.notna().sum()), "compared_first": int(cmp_pos.min()),
+                           "compared_last": int(cmp_pos.max()),
+                           "compared_are_first_50": set(cmp_pos.dropna().astype(int)) == set(range(50)),
+                           "training_articles": int((cmp_pos < n).sum()), "held_out_articles": int((cmp_pos >= n).sum()),
+                           "summaries_file": None, "n_summaries": np.nan, "summaries_first": np.nan,
+                           "summaries_last": np.nan, "summaries_training_articles": np.nan}
+                    if fam == "gpt35":
+                        path = f"summaries/{ds}/{name}_responses.json"
+                        sum_pos = pd.Series(list(load_json(path))).map(idx)
+                        row.update({"summaries_file": path, "n_summaries": int(sum_pos.notna().sum()),
+                                    "summaries_first": int(sum_pos.min()), "summaries_last": int(sum_pos.max()),
+                                    "summaries_training_articles": int((sum_pos < n).sum())})
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _drift_coverage_defects(dc: pd.DataFrame | None = None) -> list[dict]:
+    """Defect rows for the quality-drift data (appended at the end of :func:`defects`)."""
+    dc = drift_coverage() if dc is None else dc
+    rows = []
+    own = dc[dc.training_articles > 0]
+    if len(own):
+        per_n = own.groupby("n_train").agg(files=("comparisons_file", "size"), train=("training_articles", "min"),
+                                           train_max=("training_articles", "max"), compared=("n_compared", "max"))
+        parts = "; ".join(f"N={n}: {int(r.files)} files, {int(r.train)}"
+                          + (f"-{int(r.train_max)}" if r.train_max != r.train else "")
+                          + f" of {int(r.compared)} compared articles are training articles"
+                          for n, r in per_n.iterrows())
+        gs = own[own.evaluator_family == "gpt35"]
+        rows.append({"defect": "quality drift measured on the articles the model was fine-tuned on",
+                     "file": f"{len(own)} of {len(dc)} comparisons/*_ft_* files (model trained on the evaluated dataset)",
+                     "evidence": "upstream generate_summaries.py writes the new summaries for keys[:50], the first 50 "
+                                 f"articles, which hold the fine-tuning articles keys[:N]; {int(dc.compared_are_first_50.sum())} "
+                                 f"of {len(dc)} comparisons files compare exactly positions 0-49; {parts}; in the "
+                                 f"{len(gs)} GPT-3.5 new-summary files of these models {int(gs.summaries_training_articles.sum())} "
+                                 f"of {int(gs.n_summaries.sum())} summaries are of training articles",
+                     "n_affected": int(own.training_articles.sum()),
+                     "stored": f"{int(own.training_articles.sum())} of {int(own.n_compared.sum())} comparisons on training articles",
+                     "recomputed": f"{int(own.held_out_articles.sum())} held-out comparisons (none for N=500)"})
+    short = dc[dc.summaries_file.notna() & (dc.n_summaries < dc.n_compared)]
+    if len(short):
+        rows.append({"defect": "quality drift: fewer new summaries than comparisons",
+                     "file": f"{len(short)} summaries/*_ft_gpt35_responses.json files",
+                     "evidence": "; ".join(f"{r.summaries_file}: {int(r.n_summaries)} summaries (positions "
+                                           f"{int(r.summaries_first)}-{int(r.summaries_last)}), {r.n_compared} comparisons"
+                                           for r in short.itertuples()),
+                     "n_affected": int((short.n_compared - short.n_summaries).sum()),
+                     "stored": f"{int(short.n_compared.sum())} comparisons",
+                     "recomputed": f"{int(short.n_summaries.sum())} summaries released"})
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # defects
 # --------------------------------------------------------------------------------------------------
@@ -778,6 +852,7 @@ def defects() -> pd.DataFrame:
     rows.append({"defect": "NaN outputs in Llama quality-drift comparisons", "file": f"{len(nan)} comparisons/*_ft_llama files",
                  "evidence": "; ".join(f"{r.trained_on}_{r.variant} on {r.evaluated_on}: {r.n_nan}/{r.n}" for r in nan.itertuples()),
                  "n_affected": int(nan.n_nan.sum()), "stored": "NaN", "recomputed": "left out"})
+    rows += _drift_coverage_defects()
     return pd.DataFrame(rows)
 
 
