@@ -1,0 +1,239 @@
+"""Fine-tuning experiment: training labels, the answer-only loss, and a live ci run end to end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from judgelab.experiments import finetuning as ft
+
+KEYS = ["a1", "a2"]
+OWN = {"a1": "The cat sat on the mat.", "a2": "Parliament passed the budget after a long and bitter debate."}
+OTHERS = {
+    ("a1", "human"): "A cat sat down on a mat in the kitchen.",  # longer than own
+    ("a1", "claude"): "Cat sits.",  # shorter
+    ("a1", "gpt4"): "The dog sat on the rug.",  # same word count as own: a length tie
+    ("a1", "gpt35"): "A feline rested upon a rug, apparently contemplating extraordinary philosophical questions.",
+    ("a2", "human"): "Budget passed.",
+    ("a2", "claude"): "MPs approved the budget.",
+    ("a2", "gpt4"): "The budget was approved by parliament following a lengthy and heated debate in the chamber.",
+    ("a2", "gpt35"): "Budget approved after debate.",
+}
+
+
+def examples(variant: str, seed: int = 0) -> pd.DataFrame:
+    return ft.training_examples(variant, "xsum", OWN, KEYS, seed=seed, other_summaries=OTHERS)
+
+
+# --- labels ------------------------------------------------------------------------------------------------
+def test_measures():
+    assert ft.word_count("The cat  sat\non the mat.") == 6
+    assert ft.vowel_count("Aeiou xyz BCD e") == 6
+    assert ft.readability("The cat sat. The dog ran.") > ft.readability(
+        "Notwithstanding considerable institutional heterogeneity, parliamentary deliberations necessitated "
+        "extraordinarily comprehensive consultations.")
+    assert ft.property_label("one two three", "one two", ft.word_count) == "1"
+    assert ft.property_label("one", "one two", ft.word_count) == "2"
+    assert ft.property_label("one two", "three four", ft.word_count) is None
+
+
+def test_recognition_examples_8n_and_label_is_own_position():
+    ex = examples("2")
+    assert len(ex) == 8 * len(KEYS)
+    assert set(ex["task"]) == {"detection"}
+    assert ex.groupby("key").size().tolist() == [8, 8]
+    # the paper's order: per other author, own summary first then second
+    assert ex["other"].tolist()[:8] == ["human", "human", "claude", "claude", "gpt4", "gpt4", "gpt35", "gpt35"]
+    assert ex["order"].tolist()[:2] == ["forward", "backward"]
+    for row in ex.itertuples():
+        own = OWN[row.key]
+        pos = "1" if row.summary1 == own else "2"
+        assert (row.summary1 == own) != (row.summary2 == own)
+        assert row.label == pos == row.own_position
+    assert (ex["label"] == np.where(ex["order"] == "forward", "1", "2")).all()
+
+
+def test_always_1_and_random():
+    assert (examples("always_1")["label"] == "1").all()
+    r1, r2, r3 = examples("random", seed=1), examples("random", seed=1), examples("random", seed=2)
+    assert r1["label"].tolist() == r2["label"].tolist()
+    assert set(r1["label"]) <= {"1", "2"} and len(r1) == 16
+    assert r1["label"].tolist() != r3["label"].tolist()  # 16 fair coins agree by chance with p = 2**-16
+    assert set(r1["task"]) == {"detection"}
+
+
+def test_property_controls_label_by_measure_and_drop_ties():
+    ln = examples("length")
+    assert set(ln["task"]) == {"length"}
+    # a1 vs gpt4 is a 6-6 word tie: both orders dropped
+    assert len(ln) == 14 and not ((ln["key"] == "a1") & (ln["other"] == "gpt4")).any()
+    got = ln.set_index(["key", "other", "order"])["label"]
+    assert got[("a1", "human", "forward")] == "2"  # other (Summary2) is longer
+    assert got[("a1", "human", "backward")] == "1"
+    assert got[("a1", "claude", "forward")] == "1"
+    assert got[("a2", "human", "forward")] == "1"
+    vw = examples("vowelcount")
+    assert set(vw["task"]) == {"vowelcount"}
+    for row in vw.itertuples():
+        assert row.label == ("1" if ft.vowel_count(row.summary1) > ft.vowel_count(row.summary2) else "2")
+    rd = examples("readability")
+    assert set(rd["task"]) == {"readability"}
+    for row in rd.itertuples():
+        assert row.label == ("1" if ft.readability(row.summary1) > ft.readability(row.summary2) else "2")
+    # the long gpt35 summary of a1 is less readable than the own one
+    assert rd.set_index(["key", "other", "order"])["label"][("a1", "gpt35", "forward")] == "1"
+
+
+def test_variant_sizes_and_config():
+    assert ft.n_train("2") == 2 and ft.n_train("500") == 500 and ft.n_train("random", control_n=7) == 7
+    with pytest.raises(ValueError):
+        ft.n_train("nonsense")
+    cfg = ft.TrainConfig(batch_size=8, max_steps=5)
+    assert cfg.steps(16) == 2 and cfg.steps(4000) == 5
+    assert ft.TrainConfig(batch_size=8, epochs=2).steps(16) == 4
+    for name, prof in ft.FINETUNING.items():
+        assert prof.name == name and prof.judges and prof.n_eval >= 1
+        assert all(prof.n_train(v) <= prof.first_article for v in prof.variants)
+    assert ft.default_results_dir("book").as_posix() == "results/finetuning"
+    assert ft.default_results_dir("ci").as_posix() == "results/runs/ci/finetuning"
+
+
+# --- the loss ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny random Llama with smollm2's tokenizer and chat template (fast; exact loss checks)."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from judgelab.models.transformers_backend import TransformersModel
+    from judgelab.models.zoo import model_cache_dir, zoo_entry
+
+    entry = zoo_entry("smollm2-135m-instruct")
+    converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}"
+    if not (converted / "tokenizer_config.json").is_file():
+        pytest.skip("smollm2 tokenizer not converted on this machine")
+    tok = AutoTokenizer.from_pretrained(converted)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).float()
+    return TransformersModel(model, tok, name="tiny", fingerprint={"model": "tiny"}, chat=True)
+
+
+def _messages(article: str, s1: str, s2: str):
+    from judgelab.prompts import panickssery2024 as P
+
+    return P.pairwise_messages("detection", article, s1, s2)
+
+
+def test_answer_token_follows_prompt_in_chat_template(tiny):
+    msgs = _messages("An article about cats and mats.", "Cat sat.", "Dog ran.")
+    prompt = tiny.encode(msgs)
+    for opt in ("1", "2"):
+        text = tiny.tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": opt}], tokenize=False)
+        full = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert full[: len(prompt)] == prompt
+        assert full[len(prompt)] == ft.answer_token_id(tiny, opt)
+
+
+def test_loss_is_on_the_answer_token_only(tiny):
+    """Our loss == the causal-LM loss of the templated conversation with every token but the answer masked."""
+    import torch
+
+    msgs = _messages("An article about cats and mats.", "Cat sat.", "Dog ran.")
+    prompt = tiny.encode(msgs)
+    text = tiny.tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": "2"}], tokenize=False)
+    full = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
+    labels = [-100] * len(full)
+    labels[len(prompt)] = full[len(prompt)]  # only the answer token; its end-of-turn tokens are masked too
+    with torch.no_grad():
+        ref = tiny.model(torch.tensor([full]), labels=torch.tensor([labels])).loss
+        ours = ft.answer_loss(tiny.model, [prompt], [ft.answer_token_id(tiny, "2")], tiny.tokenizer.pad_token_id)
+    assert torch.allclose(ref, ours, atol=1e-5)
+    # changing any prompt-side label weight is impossible: only one position carries loss
+    assert sum(lab != -100 for lab in labels) == 1
+
+
+def test_padding_and_prefix_sharing_do_not_change_the_loss(tiny):
+    import torch
+
+    article = "A long article. " * 30
+    prompts = [tiny.encode(_messages(article, a, b)) for a, b in
+               (("Cat sat.", "Dog ran far away from home."), ("Dog ran far away from home.", "Cat sat."),
+                ("Short.", "A much longer summary of the long article here."))]
+    assert len({len(p) for p in prompts}) > 1
+    targets = [ft.answer_token_id(tiny, o) for o in ("1", "2", "1")]
+    pad = tiny.tokenizer.pad_token_id
+    with torch.no_grad():
+        single = torch.stack([ft.answer_loss(tiny.model, [p], [t], pad) for p, t in zip(prompts, targets)])
+        batched = ft.answer_loss(tiny.model, prompts, targets, pad, reduction="none")
+        shared = torch.nn.functional.cross_entropy(ft.shared_prefix_logits(tiny.model, prompts, pad),
+                                                   torch.tensor(targets), reduction="none")
+    assert torch.allclose(single, batched, atol=1e-5)
+    assert torch.allclose(single, shared, atol=1e-5)
+    # gradients agree too (they flow back through the shared prefix cache)
+    grads = []
+    for fn in (lambda: ft.answer_logits(tiny.model, prompts, pad), lambda: ft.shared_prefix_logits(tiny.model, prompts, pad)):
+        tiny.model.zero_grad()
+        torch.nn.functional.cross_entropy(fn(), torch.tensor(targets)).backward()
+        grads.append(tiny.model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    tiny.model.zero_grad()
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_train_lora_leaves_base_untouched_and_logs(tiny, tmp_path):
+    import torch
+
+    article = "A long article. " * 20
+    prompts = [_messages(article, "Cat sat.", "Dog ran."), _messages(article, "Dog ran.", "Cat sat.")]
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    cfg = ft.TrainConfig(batch_size=2, epochs=3, lr=1e-2, target_modules=("q_proj", "v_proj"))
+    peft_model, log = ft.train_lora(tiny, prompts, ["1", "2"], cfg, progress=False)
+    assert list(log["step"]) == [1, 2, 3] and np.isfinite(log["loss"]).all()
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+    meta = ft.save_adapter(peft_model, tmp_path / "a", log, {"variant": "2"})
+    assert ft.adapter_done(tmp_path / "a") and len(meta["adapter_sha256"]) == 64
+    assert (tmp_path / "a" / ft.LOG_FILE).is_file()
+
+
+# --- live end to end ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ci_profile_end_to_end(tmp_path):
+    """Train the ci variants for a step on smollm2, evaluate them on one held-out article, check drift."""
+    from judgelab.models.zoo import zoo_entry
+
+    if not zoo_entry("smollm2-135m-instruct").offline_available():
+        pytest.skip("offline smollm2 weights not installed")
+    prof = ft.FINETUNING["ci"]
+    t0 = time.time()
+    paths = ft.write_tables(prof, tmp_path / "ft", base_results_dir=tmp_path / "om", progress=False)
+    elapsed = time.time() - t0
+    for v in prof.variants:
+        d = ft.adapter_dir(tmp_path / "ft", prof.judges[0], v, "xsum")
+        assert ft.adapter_done(d)
+        assert (d / ft.ADAPTER_FILE).stat().st_size < 5_000_000
+    log = pd.read_csv(paths["training_log.csv"])
+    assert len(log) == len(prof.variants) * prof.train.max_steps and np.isfinite(log["loss"]).all()
+    variants = pd.read_csv(paths["variants.csv"])
+    assert list(variants.columns[:11]) == ft.VARIANT_COLUMNS
+    assert {"weights", "profile", "hardware", "date", "kendall_tau", "steps"} <= set(variants.columns)
+    assert sorted(variants["variant"]) == sorted(["base", *prof.variants])
+    assert variants["recognition"].between(0, 1).all() and variants["preference"].between(0, 1).all()
+    drift = pd.read_csv(paths["drift.csv"])
+    assert len(drift) == len(prof.variants) and drift["new_preference"].between(0, 1).all()
+    assert (tmp_path / "ft" / "correlation.csv").is_file()
+    # a rerun trains nothing and computes nothing: everything comes from adapters and the store
+    t1 = time.time()
+    again = ft.write_tables(prof, tmp_path / "ft", base_results_dir=tmp_path / "om", progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(again["variants.csv"]), variants)
+    # ... and the store alone replays it (no adapters, no weights)
+    replayed = ft.write_tables(replace(prof, replay=True), tmp_path / "ft", base_results_dir=tmp_path / "om",
+                               progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(replayed["variants.csv"]), variants)
+    pd.testing.assert_frame_equal(pd.read_csv(replayed["training_log.csv"]), log)
+    print(f"ci end-to-end: {elapsed:.0f}s live, {time.time() - t1:.0f}s rerun + replay")
