@@ -178,9 +178,9 @@ def test_padding_and_prefix_sharing_do_not_change_the_loss(tiny):
     assert torch.allclose(single, shared, atol=1e-5)
     # gradients agree too (they flow back through the shared prefix cache)
     grads = []
-    for fn in (lambda: ft.answer_logits(tiny.model, prompts, pad), lambda: ft.shared_prefix_logits(tiny.model, prompts, pad)):
+    for fn in (ft.answer_logits, ft.shared_prefix_logits):
         tiny.model.zero_grad()
-        torch.nn.functional.cross_entropy(fn(), torch.tensor(targets)).backward()
+        torch.nn.functional.cross_entropy(fn(tiny.model, prompts, pad), torch.tensor(targets)).backward()
         grads.append(tiny.model.model.layers[0].self_attn.q_proj.weight.grad.clone())
     tiny.model.zero_grad()
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
@@ -218,6 +218,7 @@ def test_ci_profile_end_to_end(tmp_path):
         assert ft.adapter_done(d)
         assert (d / ft.ADAPTER_FILE).stat().st_size < 5_000_000
     log = pd.read_csv(paths["training_log.csv"])
+    assert list(log.columns[:6]) == ["judge", "variant", "trained_on", "n_train", "step", "loss"]
     assert len(log) == len(prof.variants) * prof.train.max_steps and np.isfinite(log["loss"]).all()
     variants = pd.read_csv(paths["variants.csv"])
     assert list(variants.columns[:11]) == ft.VARIANT_COLUMNS

@@ -20,16 +20,19 @@ that design with LoRA on open judges:
      label "1"), ``random`` (detection prompt, labels drawn with a seeded RNG), ``length`` (LENGTH prompt,
      label = the summary with more words, ``str.split``), ``vowelcount`` (VOWEL_COUNT prompt, label = more of
      ``aeiouAEIOU``), ``readability`` (READABILITY prompt, label = the higher Flesch reading ease, textstat's
-     formula with pyphen syllables: see :func:`readability`). **Ties** (equal counts / scores) have no correct answer: both orders of
-     a tied pair are dropped, so a property control can have slightly fewer than 8N examples; the number
-     dropped is logged with the training record.
+     formula with pyphen syllables: see :func:`readability`). **Ties** (equal counts / scores) have no
+     correct answer: both orders of a tied pair are dropped, so a property control can have slightly fewer
+     than 8N examples; the number dropped is logged with the training record.
 
-2. **LoRA** (:func:`train_lora`): peft adapters on the judge's HF model, AdamW, constant learning rate, a
-   seeded shuffle; the loss is the cross-entropy of the next-token logits at the last prompt position (the
-   chat template's assistant header) against the label's token -- exactly a causal-LM loss on the templated
-   conversation with every token but the answer masked (tested). The adapter is saved under
-   ``<results>/adapters/<judge>/<variant>_<trained_on>/`` with its per-step loss log; a finished variant is
-   skipped on rerun.
+2. **LoRA** (:func:`train_lora`): peft adapters (r=8, alpha=16, q_proj/v_proj: 1.9 MB for smollm2-135m)
+   on the judge's HF model, AdamW, constant learning rate, a seeded shuffle; the loss is the cross-entropy of
+   the next-token logits at the last prompt position (the chat template's assistant header) against the
+   label's token -- exactly a causal-LM loss on the templated conversation with every token but the answer
+   masked (tested). A batch is one article's examples, whose shared prefix (system prompt, instructions,
+   article) runs once (:func:`shared_prefix_logits`; about 3x faster on CPU). The adapter is saved under
+   ``<results>/adapters/<judge>/<variant>_<trained_on>/`` with its per-step loss log and training record; a
+   finished variant is skipped on rerun. Adapters are not committed (``*.safetensors`` is ignored): the
+   store records their sha256 and the training record, and the book replays from the store alone.
 
 3. **Evaluation** on held-out articles ``keys[500:500+n_eval]`` of both datasets (in- and cross-domain) with
    the open-models judging code (:func:`~judgelab.experiments.open_models.judge_pairwise`,
@@ -149,8 +152,9 @@ class FinetuningProfile:
 
 
 FINETUNING: dict[str, FinetuningProfile] = {
-    # live on CPU in the tests: two variants, a couple of steps, two held-out articles per dataset
-    # (XSUM only: one CNN article costs about twice an XSUM one; the cross-domain path is the same loop)
+    # live on CPU in the tests: two variants of one step each, trained on XSUM, evaluated on one held-out
+    # XSUM article, drift on it (CNN articles cost about twice as much; cross-domain is the same loop).
+    # About 9 minutes on a slow, shared 2-core CPU: the test is marked slow.
     "ci": FinetuningProfile(
         "ci", ("smollm2-135m-instruct",), second_judge="smollm2-135m-instruct",
         variants=("2", "always_1"), train_datasets=("xsum",), eval_datasets=("xsum",),
@@ -167,9 +171,10 @@ FINETUNING: dict[str, FinetuningProfile] = {
         train=TrainConfig(batch_size=8, max_steps=12),
         replay=True,
     ),
-    # full scale on CUDA: every training example once, 500 held-out articles, 50 drift articles
+    # the paper's size on CUDA: N = 2/10/500, controls on 500 articles, every training example once,
+    # 500 held-out articles per dataset, drift on 50; the second drift judge is a larger open model
     "gpu": FinetuningProfile(
-        "gpu", ("hf:Qwen/Qwen2.5-1.5B-Instruct",), second_judge="hf:meta-llama/Llama-3.1-8B-Instruct",
+        "gpu", ("hf:Qwen/Qwen2.5-1.5B-Instruct",), second_judge="hf:Qwen/Qwen2.5-7B-Instruct",
         n_eval=500, n_drift=50,
         train=TrainConfig(batch_size=8, micro_batch_size=8, epochs=1.0),
         device="cuda", chunk_size=256,
@@ -470,6 +475,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+LOG_COLUMNS = ["judge", "variant", "trained_on", "n_train", "step", "loss", "p_label", "lr", "examples", "seconds"]
 ADAPTER_FILE = "adapter_model.safetensors"
 META_FILE = "train_meta.json"
 LOG_FILE = "training_log.csv"
@@ -705,8 +711,9 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
                 rec = _train_record(store, name, sm.fingerprint_id)
                 steps = int(sm.fingerprint.get("steps", 0))
                 if rec is not None:
-                    logs.append(pd.DataFrame(rec["log"]).assign(judge=me, variant=variant, trained_on=trained_on,
-                                                                  n_train=n))
+                    log = pd.DataFrame(rec["log"]).assign(judge=me, variant=variant, trained_on=trained_on,
+                                                          n_train=n)
+                    logs.append(log[LOG_COLUMNS + [c for c in log.columns if c not in LOG_COLUMNS]])
                 evaluate(sm, variant, trained_on, n, steps)
                 drift.append(drift_items(sm, raters, own_eval, {ds: eval_keys[ds][: prof.n_drift]
                                                                 for ds in prof.eval_datasets}, articles)
