@@ -176,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         measured = set(zip(df["model"], df["variant"], df["load"]))
         keep = [(m, v, lo) not in measured for m, v, lo in zip(old["model"], old["variant"], old["load"])]
         df = pd.concat([old[keep], df], ignore_index=True)
+    first_cols = ["model", "load", "variant", "seconds"]
+    df = df[first_cols + [c for c in df.columns if c not in first_cols]]
+    order = {"first": 0, "second": 1}
+    df = df.sort_values(["model", "variant", "load"], key=lambda c: c.map(order) if c.name == "load" else c,
+                        kind="stable", ignore_index=True)
     df.to_csv(args.out, index=False)
     print(f"wrote {args.out}")
     for variant, second in df[(df["model"] == "qwen2.5-coder-0.5b-instruct") & (df["load"] == "second")].groupby(
