@@ -300,10 +300,6 @@ def test_store_file_size_guard(tmp_path):
     assert per_record < 450, f"{per_record:.0f} bytes per option_probs record"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "store layout is ~410 B/record: 64-char hex TEXT key duplicated in the rowid table's autoindex, plus the "
-    "(fingerprint_id, kind) index. A BLOB key in a WITHOUT ROWID table without that index measures ~268 B "
-    "(see the report); the fix belongs in judgelab/store.py"))
 def test_store_file_stays_compact(tmp_path):
     """Target: a committed store costs under 300 bytes per option_probs record."""
     per_record = _bytes_per_record(tmp_path)

@@ -45,7 +45,7 @@ OPEN_MODELS: dict[str, OpenModelsProfile] = {
         # What was computed on this project's 2-core CPU (AVX, no AVX2; no GPU lent): far below the
         # targets of 200 / 200 / 50 articles per dataset. The stores resume: raise these numbers and run
         # `JUDGELAB_LIVE=1 judgelab run open-models --profile book` to extend them.
-        {"smollm2-135m-instruct": 30, "qwen2.5-coder-0.5b-instruct": 10, "qwen2.5-coder-1.5b-instruct": 4},
+        {"smollm2-135m-instruct": 10, "qwen2.5-coder-0.5b-instruct": 5, "qwen2.5-coder-1.5b-instruct": 2},
         replay=True,
     ),
     "gpu": OpenModelsProfile(

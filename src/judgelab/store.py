@@ -43,14 +43,13 @@ CREATE TABLE IF NOT EXISTS models (
     created TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS calls (
-    key TEXT PRIMARY KEY,
+    key BLOB PRIMARY KEY,          -- the 32 bytes of the sha256 call key
     fingerprint_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     label TEXT,
     response TEXT NOT NULL,
     created TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS calls_by_model ON calls (fingerprint_id, kind);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -130,7 +129,8 @@ class CallStore:
         for i in range(0, len(keys), 500):
             chunk = list(keys[i : i + 500])
             q = f"SELECT key, response FROM calls WHERE key IN ({','.join('?' * len(chunk))})"
-            out.update({k: json.loads(r) for k, r in self._conn.execute(q, chunk)})
+            blobs = [bytes.fromhex(k) for k in chunk]
+            out.update({k.hex(): json.loads(r) for k, r in self._conn.execute(q, blobs)})
         return out
 
     def put_many(self, fingerprint_id: str, kind: str, rows: Sequence[tuple[str, str | None, Any]]) -> None:
@@ -139,7 +139,7 @@ class CallStore:
         with self._conn:
             self._conn.executemany(
                 "INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
-                [(k, fingerprint_id, kind, label, canonical_json(resp), now) for k, label, resp in rows],
+                [(bytes.fromhex(k), fingerprint_id, kind, label, canonical_json(resp), now) for k, label, resp in rows],
             )
 
     def count(self, fingerprint_id: str | None = None, kind: str | None = None) -> int:
@@ -152,7 +152,8 @@ class CallStore:
 
     def labels(self, fingerprint_id: str | None = None) -> Iterator[tuple[str, str, str]]:
         q = "SELECT key, kind, label FROM calls" + (" WHERE fingerprint_id = ?" if fingerprint_id else "")
-        yield from self._conn.execute(q, [fingerprint_id] if fingerprint_id else [])
+        for key, kind, label in self._conn.execute(q, [fingerprint_id] if fingerprint_id else []):
+            yield key.hex(), kind, label
 
 
 class StoredModel(Model):
@@ -172,6 +173,7 @@ class StoredModel(Model):
         replay: bool = False,
         name: str | None = None,
         chunk_size: int = 32,
+        generate_chunk_size: int = 8,
         progress: bool = True,
     ):
         if model is None and not replay:
@@ -180,6 +182,7 @@ class StoredModel(Model):
         self.store = store
         self.replay = replay
         self.chunk_size = chunk_size
+        self.generate_chunk_size = generate_chunk_size  # generation is slow: store (and show) it often
         self.progress = progress
         if model is not None:
             self.name = model.name
@@ -204,7 +207,8 @@ class StoredModel(Model):
     def is_chat(self) -> bool:
         return bool(self._fingerprint.get("chat", True))
 
-    def _run(self, kind: str, prompts: Sequence[Prompt], params: dict[str, Any], labels, compute, desc: str):
+    def _run(self, kind: str, prompts: Sequence[Prompt], params: dict[str, Any], labels, compute, desc: str,
+             chunk_size: int):
         keys = [call_key(self._fingerprint_id, kind, p, params) for p in prompts]
         found = self.store.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
@@ -216,8 +220,8 @@ class StoredModel(Model):
                 f"first missing key {keys[i][:16]}{lab}. Run the live profile to compute them."
             )
         bar = tqdm(total=len(todo), desc=f"{desc} {self.name}", unit="call", disable=not self.progress or not todo)
-        for start in range(0, len(todo), self.chunk_size):
-            idx = todo[start : start + self.chunk_size]
+        for start in range(0, len(todo), chunk_size):
+            idx = todo[start : start + chunk_size]
             responses = compute([prompts[i] for i in idx])
             rows = [(keys[i], labels[i] if labels else None, r) for i, r in zip(idx, responses)]
             self.store.put_many(self._fingerprint_id, kind, rows)
@@ -236,6 +240,7 @@ class StoredModel(Model):
         return self._run(
             "generate", prompts, config.as_dict(), labels,
             lambda ps: self.model.generate(ps, config), "generate",  # type: ignore[union-attr]
+            self.generate_chunk_size,
         )
 
     def option_probs(
@@ -245,7 +250,7 @@ class StoredModel(Model):
         records = self._run(
             "option_probs", prompts, {"options": list(opts)}, labels,
             lambda ps: [o.to_record() for o in self.model.option_probs(ps, opts)],  # type: ignore[union-attr]
-            "judge",
+            "judge", self.chunk_size,
         )
         return [OptionProbs.from_record(r) for r in records]
 
