@@ -274,7 +274,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         total, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM calls").fetchone()
         assert total == distinct == 200
-        keys = {k for (k,) in conn.execute("SELECT key FROM calls")}
+        keys = {k.hex() for (k,) in conn.execute("SELECT key FROM calls")}  # keys are stored as 32-byte blobs
         labels = sorted(label for (label,) in conn.execute("SELECT label FROM calls"))
     fp = FakeModel().fingerprint_id
     assert keys == {call_key(fp, "option_probs", p, {"options": ["1", "2"]}) for p in PROMPTS}
