@@ -148,3 +148,36 @@ def test_console_script():
         assert cmd in res.stdout
     res = subprocess.run([exe, "zoo", "nonsense"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
+
+
+def test_run_open_models_calls_write_tables(tmp_path, monkeypatch, capsys):
+    from judgelab.experiments import open_models
+
+    calls = []
+    monkeypatch.setattr(open_models, "write_tables",
+                        lambda profile, results_dir: calls.append((profile, results_dir)) or {"pairwise.csv": "x"})
+    assert main(["run", "open-models", "--profile", "ci", "--results-dir", str(tmp_path)]) == 0
+    assert main(["run", "open-models", "--profile", "book"]) == 0
+    assert calls == [("ci", tmp_path), ("book", open_models.default_results_dir("book"))]
+    assert "pairwise.csv" in capsys.readouterr().out
+
+
+def test_run_finetuning_is_imported_lazily(tmp_path, monkeypatch, capsys):
+    import types
+
+    calls = []
+    fake = types.ModuleType("judgelab.experiments.finetuning")
+    fake.write_tables = lambda profile, results_dir: calls.append((profile, results_dir)) or {}
+    monkeypatch.setitem(sys.modules, "judgelab.experiments.finetuning", fake)
+    assert main(["run", "finetuning", "--profile", "ci", "--results-dir", str(tmp_path)]) == 0
+    assert calls == [("ci", tmp_path)]
+
+
+def test_reanalysis_calls_write_tables(tmp_path, monkeypatch, capsys):
+    from judgelab.experiments import reanalysis
+
+    calls = []
+    monkeypatch.setattr(reanalysis, "write_tables", lambda out: calls.append(out) or {"pairwise": tmp_path / "p.csv"})
+    assert main(["reanalysis", "--out", str(tmp_path)]) == 0
+    assert calls == [str(tmp_path)]
+    assert "1 tables" in capsys.readouterr().out
