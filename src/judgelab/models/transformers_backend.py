@@ -2,7 +2,8 @@
 
 Judging needs one forward pass per prompt, not generation: the answer is the next-token distribution.
 The papers' prompts put the article before the two candidate summaries, so every prompt about one article
-starts with the same few hundred tokens (system prompt, instructions, article). :meth:`option_probs`
+starts with the same few hundred tokens (system prompt, instructions, article); prompts of one task share
+them exactly (the tasks' system prompts differ, so each article gives one group per task). :meth:`option_probs`
 sorts the prompts, groups those that share a long token prefix, runs the prefix once, and runs only the
 short suffixes -- batched -- on top of a copy of the prefix's key/value cache. The result is the same
 distribution a plain forward pass gives (tested), at a fraction of the cost (``benchmarks/``).
@@ -11,6 +12,7 @@ distribution a plain forward pass gives (tested), at a fraction of the cost (``b
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -280,13 +282,21 @@ def load_zoo_offline(entry: ZooEntry, *, device: str | None = None, **kwargs: An
         shutil_rmtree(converted)
         tmp.rename(converted)
         print(f"judgelab: converted {entry.name} GGUF to {converted} in {time.time() - t0:.0f}s (once)")
+    # Reading the quantisation type parses the whole GGUF header in Python (~14 s for Qwen's vocabulary):
+    # do it once per converted model and remember it beside the converted weights.
+    memo = converted / "judgelab_gguf.json"
+    if memo.is_file():
+        quant = json.loads(memo.read_text())["quantisation"]
+    else:
+        quant = _gguf_quant_type(gguf) or entry.quantisation
+        memo.write_text(json.dumps({"gguf_sha256": entry.gguf_sha256, "quantisation": quant}))
     fingerprint = {
         "backend": "transformers",
         "weights": "gguf",
         "model": entry.name,
         "hub_id": entry.hub_id,
         "gguf_sha256": entry.gguf_sha256,
-        "quantisation": _gguf_quant_type(gguf) or entry.quantisation,
+        "quantisation": quant,
         "dtype": "float32",
         "chat": entry.chat,
     }
