@@ -79,6 +79,8 @@ def bars_with_ci(
     if chance is not None:
         ax.axhline(chance, ls="--", lw=1, color="grey")
     ax.set_xticks(np.arange(len(xs)), [label(v) for v in xs])
+    if len(xs) > 6:  # long author lists (open judges join the released authors): keep labels readable
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     ax.set_ylabel(label(value))
     ax.set_xlabel("")
     if ylim:
