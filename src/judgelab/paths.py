@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def project_root() -> Path:
@@ -26,3 +30,18 @@ def project_root() -> Path:
 def results_path(*parts: str) -> Path:
     """``<project root>/results/<parts...>``."""
     return project_root().joinpath("results", *parts)
+
+
+def write_csvs(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> dict[str, Path]:
+    """Write each table to ``out_dir/<file name>`` in the one CSV format every results table uses.
+
+    Six significant digits: enough for every reported mean and interval, and small, stable diffs when a
+    table is regenerated. Returns the written paths keyed by file name.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, table in tables.items():
+        paths[name] = out / name
+        table.to_csv(paths[name], index=False, float_format="%.6g")
+    return paths

@@ -72,6 +72,7 @@ from judgelab.experiments import open_models as om
 from judgelab.experiments.reanalysis import renormalised_pair
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt
+from judgelab.paths import write_csvs
 from judgelab.profiles import hardware
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, ReplayMiss, StoredModel
@@ -851,10 +852,4 @@ def write_tables(profile: str | FinetuningProfile = "book", results_dir: Path | 
     variants = res.variants_table()
     tables = {"variants.csv": variants, "correlation.csv": correlation_table(variants),
               "drift.csv": drift_table(res.drift), "training_log.csv": res.training_log}
-    paths = {}
-    for name, table in tables.items():
-        path = results_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False, float_format="%.6g")
-        paths[name] = path
-    return paths
+    return write_csvs(tables, results_dir)

@@ -29,7 +29,7 @@ from judgelab.data.self_recognition import AUTHORS, load_articles, load_summarie
 from judgelab.experiments.reanalysis import outcome, renormalised_pair
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig
-from judgelab.paths import results_path
+from judgelab.paths import results_path, write_csvs
 from judgelab.profiles import OpenModelsProfile, hardware, open_models_profile
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, StoredModel
@@ -390,10 +390,4 @@ def write_tables(profile: str = "book", results_dir: Path | str | None = None,
         "diagnostics.csv": diagnostics_table(res.prompts, res.pairs),
         "kendall.csv": kendall_table(res.pairs),
     }
-    paths = {}
-    for name, table in tables.items():
-        path = results_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False, float_format="%.6g")
-        paths[name] = path
-    return paths
+    return write_csvs(tables, results_dir)

@@ -36,6 +36,7 @@ import pandas as pd
 
 from judgelab import stats
 from judgelab.data.self_recognition import AUTHORS, DATASETS, article_keys, load_json
+from judgelab.paths import write_csvs
 
 #: Evaluators of the main pairwise experiment (the files ``results/{ds}/{evaluator}_results.json``).
 EVALUATORS: tuple[str, ...] = ("gpt4", "gpt35", "llama")
@@ -885,9 +886,5 @@ def write_tables(out_dir: str | Path = "results/panickssery2024") -> dict[str, P
         "coverage": coverage_table(),
         "defects": defects(),
     }
-    paths = {}
-    for name, df in tables.items():
-        p = out / f"{name}.csv"
-        df.to_csv(p, index=False, float_format="%.6g")
-        paths[name] = p
-    return paths
+    written = write_csvs({f"{name}.csv": df for name, df in tables.items()}, out)
+    return {name: written[f"{name}.csv"] for name in tables}
