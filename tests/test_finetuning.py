@@ -201,8 +201,7 @@ def test_train_lora_leaves_base_untouched_and_logs(tiny, tmp_path):
     assert (tmp_path / "a" / ft.LOG_FILE).is_file()
 
 
-# --- live end to end ---------------------------------------------------------------------------------------
-@pytest.mark.slow
+# --- live end to end (about a minute on an idle 2-core CPU: part of the default run, as issue 5 asks) -----
 def test_ci_profile_end_to_end(tmp_path):
     """Train the ci variants for a step on smollm2, evaluate them on one held-out article, check drift."""
     from judgelab.models.zoo import zoo_entry
