@@ -26,7 +26,8 @@ def test_book_builds_without_warnings():
     warnings = [ln for ln in log.splitlines() if "WARNING" in ln and not ln.lstrip().startswith("[IPKernelApp]")]
     assert not warnings, warnings[:20]
     html = ROOT / "_build" / "html"
-    for page in ["book/intro.html", "notebooks/01_data_tour.html", "notebooks/02_reanalysis.html"]:
+    for page in ["book/intro.html", "notebooks/01_data_tour.html", "notebooks/02_reanalysis.html",
+                 "notebooks/03_open_models.html", "notebooks/04_finetuning.html"]:
         assert (html / page).is_file(), f"{page} was not rendered"
     tour = (html / "notebooks/01_data_tour.html").read_text()
     assert "<img" in tour, "the data tour rendered without its figure"

@@ -181,3 +181,16 @@ def test_reanalysis_calls_write_tables(tmp_path, monkeypatch, capsys):
     assert main(["reanalysis", "--out", str(tmp_path)]) == 0
     assert calls == [str(tmp_path)]
     assert "1 tables" in capsys.readouterr().out
+
+
+def test_run_finetuning_train_on_runs_one_slice_of_the_grid(tmp_path, monkeypatch):
+    from judgelab.experiments import finetuning
+
+    calls = []
+    monkeypatch.setattr(finetuning, "write_tables", lambda profile, results_dir: calls.append((profile, results_dir)) or {})
+    assert main(["run", "finetuning", "--profile", "book", "--train-on", "cnn", "--results-dir", str(tmp_path)]) == 0
+    (prof, out), = calls
+    assert prof.train_datasets == ("cnn",) and prof.eval_datasets == ("xsum", "cnn") and out == tmp_path
+    assert prof.variants == finetuning.FINETUNING["book"].variants
+    with pytest.raises(SystemExit):
+        main(["run", "finetuning", "--profile", "book", "--train-on", "squad"])

@@ -202,6 +202,105 @@ def test_train_lora_leaves_base_untouched_and_logs(tiny, tmp_path):
 
 
 # --- live end to end (about a minute on an idle 2-core CPU: part of the default run, as issue 5 asks) -----
+# --- tables and figures ------------------------------------------------------------------------------------
+def _variants() -> pd.DataFrame:
+    rows = [("base", "none", "xsum", 0.50, 0.50), ("base", "none", "cnn", 0.50, 0.52),
+            ("10", "xsum", "xsum", 0.70, 0.62), ("10", "xsum", "cnn", 0.55, 0.53),
+            ("always_1", "xsum", "xsum", 0.50, 0.51), ("always_1", "xsum", "cnn", 0.49, 0.40)]
+    df = pd.DataFrame(rows, columns=["variant", "trained_on", "evaluated_on", "recognition", "preference"])
+    return df.assign(judge="j", n_train=[0, 0, 10, 10, 10, 10],
+                     recognition_low=df["recognition"] - 0.02, recognition_high=df["recognition"] + 0.02,
+                     preference_low=df["preference"] - 0.02, preference_high=df["preference"] + 0.02)
+
+
+def _pairs() -> pd.DataFrame:
+    """Per-pair R and S: base judge and two variants on two articles x two others of two datasets."""
+    rows = []
+    for ds, base_s in (("xsum", 0.50), ("cnn", 0.52)):
+        for k, key in enumerate(["k1", "k2"]):
+            for o, other in enumerate(["human", "gpt4"]):
+                jitter = 0.01 * (k + o)
+                rows.append(("base", "none", 0, ds, key, other, 0.5 + jitter, base_s + jitter))
+                rec_shift = 0.20 if ds == "xsum" else 0.0  # moves R in-domain only
+                rows.append(("10", "xsum", 10, ds, key, other, 0.5 + jitter + rec_shift, base_s + jitter + rec_shift / 2))
+                ctrl = -0.12 if ds == "cnn" else 0.01 * (-1) ** k  # moves S cross-domain only
+                rows.append(("always_1", "xsum", 10, ds, key, other, 0.5 + jitter, base_s + jitter + ctrl))
+    return pd.DataFrame(rows, columns=["variant", "trained_on", "n_train", "evaluated_on", "key", "other",
+                                       "recognition", "preference"]).assign(judge="j")
+
+
+def test_shift_table_pairs_each_variant_with_the_base_judge():
+    assert [ft.variant_kind(v) for v in ("base", "2", "500", "random")] == ["base", "recognition", "recognition",
+                                                                            "control"]
+    sh = ft.shift_table(_pairs()).set_index(["variant", "evaluated_on"])
+    assert len(sh) == 4 and (sh["n_pairs"] == 4).all() and (sh["n_articles"] == 2).all()
+    assert sh.loc[("10", "xsum"), "delta_recognition"] == pytest.approx(0.20)
+    assert sh.loc[("10", "xsum"), "delta_preference"] == pytest.approx(0.10)
+    # base S differs between datasets (0.50 vs 0.52): the change is taken against the same evaluation set
+    assert sh.loc[("10", "cnn"), "delta_preference"] == pytest.approx(0.0, abs=1e-12)
+    assert sh.loc[("10", "xsum"), "domain"] == "in" and sh.loc[("10", "cnn"), "domain"] == "cross"
+    # paired: a constant shift of every pair is "moved" (zero-width interval); +-0.01 per article is not
+    assert sh.loc[("10", "xsum"), "r_moved"] and not sh.loc[("10", "cnn"), "s_moved"]
+    assert sh.loc[("always_1", "cnn"), "s_moved"] and not sh.loc[("always_1", "xsum"), "s_moved"]
+    assert sh.loc[("always_1", "xsum"), "delta_preference_low"] < 0 < sh.loc[("always_1", "xsum"), "delta_preference_high"]
+    summ = ft.kind_summary(ft.shift_table(_pairs())).set_index(["kind", "domain"])
+    assert summ.loc[("control", "cross"), "mean_abs_delta_preference"] == pytest.approx(0.12)
+    assert summ.loc[("recognition", "in"), "share_r_moved"] == 1.0
+    # one article: the bootstrap interval is degenerate, so nothing counts as moved
+    one = ft.shift_table(_pairs()[lambda d: d["key"] == "k1"])
+    assert not one["r_moved"].any() and not one["s_moved"].any()
+
+
+def test_correlation_table_separates_recognition_and_control_points():
+    # recognition variants (and base) on the line S = R; controls flat at S = 0.5 whatever their R
+    rec = {"base": 0.50, "2": 0.55, "10": 0.60, "500": 0.70}
+    ctl = {"always_1": 0.45, "random": 0.52, "length": 0.62}
+    rows = [{"judge": "j", "variant": v, "evaluated_on": ev, "recognition": r, "preference": r}
+            for v, r in rec.items() for ev in ("xsum", "cnn")]
+    rows += [{"judge": "j", "variant": v, "evaluated_on": ev, "recognition": r,
+              "preference": 0.5 + (0.001 if ev == "cnn" else -0.001) * (i + 1)}
+             for i, (v, r) in enumerate(ctl.items()) for ev in ("xsum", "cnn")]
+    corr = ft.correlation_table(pd.DataFrame(rows)).set_index(["points", "evaluated_on"])
+    assert list(corr.index.get_level_values(0).unique()) == ["all", "recognition", "control"]
+    assert corr.loc[("recognition", "all"), "n"] == 8 and corr.loc[("control", "xsum"), "n"] == 4
+    assert corr.loc[("recognition", "xsum"), "r"] == pytest.approx(1.0)
+    assert corr.loc[("recognition", "all"), "slope"] == pytest.approx(1.0)
+    assert abs(corr.loc[("control", "all"), "r"]) < 0.5
+    assert 0.0 < corr.loc[("all", "all"), "r"] < 1.0
+    # too few points for a correlation: the row is there, r is missing
+    two = ft.correlation_table(pd.DataFrame(rows[:2]))
+    assert two["r"].isna().all() and (two["n"] <= 2).all()
+
+
+def test_training_summary_orders_variants_and_compares_label_mass():
+    log = pd.DataFrame({"trained_on": ["cnn"] * 4 + ["xsum"] * 6,
+                        "variant": ["random"] * 2 + ["10"] * 2 + ["always_1"] * 2 + ["50"] * 2 + ["2"] * 2,
+                        "step": [2, 1] * 5, "loss": [0.5, 3.0] * 5, "p_label": [0.4, 0.02] * 5,
+                        "seconds": [20.0, 10.0] * 5})
+    out = ft.training_summary(log, tail=1)
+    assert list(zip(out["trained_on"], out["variant"])) == [("xsum", "2"), ("xsum", "50"), ("xsum", "always_1"),
+                                                            ("cnn", "10"), ("cnn", "random")]
+    row = out.iloc[0]  # sorted by step before taking first / last, whatever the log's order
+    assert (row["steps"], row["first_loss"], row["last_loss"], row["first_p_label"], row["last_p_label"],
+            row["train_seconds"], row["kind"]) == (2, 3.0, 0.5, 0.02, 0.4, 20.0, "recognition")
+    assert out.set_index("variant").loc["random", "kind"] == "control"
+
+
+def test_chapter_figures_draw_every_variant():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from judgelab import plots
+
+    fig = plots.variant_grid(_variants())
+    assert len(fig.axes) == 2  # one training set x two evaluation sets
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["N=10", "always_1"]
+    log = pd.DataFrame({"variant": ["10", "10", "always_1", "always_1"], "trained_on": "xsum",
+                        "step": [1, 2, 1, 2], "loss": [0.9, 0.5, 0.7, 0.1]})
+    fig = plots.loss_curves(log)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["N = 10", "always_1"]
+
+
 def test_ci_profile_end_to_end(tmp_path):
     """Train the ci variants for a step on smollm2, evaluate them on one held-out article, check drift."""
     from judgelab.models.zoo import zoo_entry

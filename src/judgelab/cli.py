@@ -8,7 +8,7 @@
     judgelab zoo prepare NAME ... | --all        verify the GGUF, convert it to the safetensors cache, time loads
     judgelab reanalysis [--out DIR]              re-analyse the released data (Panickssery et al. 2024)
     judgelab run open-models --profile P         run or replay the open-models experiment
-    judgelab run finetuning --profile P          run or replay the fine-tuning experiment
+    judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
     judgelab store info PATH                     models, calls per kind and metadata of a call store
 
 Exit status: 0 on success, 1 when a check or a run failed (the error is printed), 2 on a usage error.
@@ -186,9 +186,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     results_dir = args.results_dir
     if results_dir is None and hasattr(module, "default_results_dir"):
         results_dir = module.default_results_dir(args.profile)
+    profile = args.profile
+    if getattr(args, "train_on", None):
+        # one slice of the fine-tuning grid: the store is shared safely, so slices can run side by side
+        from dataclasses import replace
+
+        profile = replace(module.finetuning_profile(profile), train_datasets=tuple(args.train_on))
     t0 = time.perf_counter()
     print(f"{args.experiment}: profile {args.profile} -> {results_dir or '(default)'}", flush=True)
-    paths = write_tables(args.profile, results_dir) if results_dir is not None else write_tables(args.profile)
+    paths = write_tables(profile, results_dir) if results_dir is not None else write_tables(profile)
     for name, path in (paths or {}).items():
         print(f"  {name}: {path}")
     print(f"done in {time.perf_counter() - t0:.0f}s")
@@ -283,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", choices=PROFILES, required=True)
         p.add_argument("--results-dir", type=Path, default=None,
                        help="where tables and stores go (default: the profile's directory)")
+        if name == "finetuning":
+            p.add_argument("--train-on", nargs="+", choices=("xsum", "cnn"), default=None, metavar="DATASET",
+                           help="train only on these datasets (xsum, cnn): run the grid in slices, in "
+                                "parallel processes or on several machines; the tables then cover the slice")
         p.set_defaults(func=cmd_run)
 
     store = sub.add_parser("store", help="call stores").add_subparsers(dest="action", required=True)

@@ -117,7 +117,7 @@ def scatter_with_fit(
     """Scatter of ``y`` against ``x`` with an optional fitted line (``fit``: ``slope``, ``intercept``,
     and optionally ``r``, ``r_low``, ``r_high`` for the legend)."""
     ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
-    palette = {k: v for k, v in SOURCE_COLORS.items() if hue and k in set(data[hue])} or None
+    palette = {k: v for k, v in {**SOURCE_COLORS, **KIND_COLORS}.items() if hue and k in set(data[hue])} or None
     sns.scatterplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette=palette, s=45, alpha=0.85)
     lo, hi = np.nanmin(data[[x, y]].to_numpy()), np.nanmax(data[[x, y]].to_numpy())
     grid = np.linspace(lo - 0.02, hi + 0.02, 50)
@@ -155,3 +155,65 @@ def stacked_shares(table: pd.DataFrame, columns, index: str, ax=None, title: str
     if title:
         ax.set_title(title, pad=24)
     return ax.figure
+
+
+#: Colours of the fine-tuning chapter's variant kinds (base judge, recognition fine-tunes, controls).
+KIND_COLORS = {"base": "#4d4d4d", "recognition": "#C44E52", "control": "#4C72B0"}
+
+
+def loss_curves(log: pd.DataFrame, value: str = "loss", by: str = "trained_on"):
+    """Training curves of every fine-tuned variant: ``value`` per optimiser step, one panel per ``by``.
+
+    Recognition variants are drawn in one colour family and controls in another, so a reader sees at a
+    glance whether the controls were trained as hard as the recognition variants.
+    """
+    panels = list(pd.unique(log[by]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), sharey=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        sub = log[log[by] == panel]
+        variants = list(pd.unique(sub["variant"]))
+        reds = sns.color_palette("Reds_d", sum(v.isdigit() for v in variants) or 1)
+        blues = sns.color_palette("Blues_d", sum(not v.isdigit() for v in variants) or 1)
+        for v in variants:
+            g = sub[sub["variant"] == v].sort_values("step")
+            color = reds.pop(0) if v.isdigit() else blues.pop(0)
+            name = f"N = {v}" if v.isdigit() else v
+            ax.plot(g["step"], g[value], marker="o", ms=3, lw=1.2, color=color, label=name)
+        ax.set_title(f"Trained on {label(panel)}")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(value.replace("_", " "))
+    axes[0][-1].legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def variant_grid(variants: pd.DataFrame, rows: str = "trained_on", cols: str = "evaluated_on"):
+    """R and S of every variant with 95 % intervals: one panel per (training set, evaluation set).
+
+    The base judge (same in every row) is the grey band: a variant whose interval clears the band moved.
+    """
+    base = variants[variants["variant"] == "base"]
+    ft = variants[variants["variant"] != "base"]
+    rvals, cvals = list(pd.unique(ft[rows])), list(pd.unique(ft[cols]))
+    fig, axes = plt.subplots(len(rvals), len(cvals), figsize=(5.6 * len(cvals), 3.3 * len(rvals)),
+                             sharey=True, squeeze=False)
+    for i, rv in enumerate(rvals):
+        for j, cv in enumerate(cvals):
+            ax = axes[i][j]
+            sub = ft[(ft[rows] == rv) & (ft[cols] == cv)]
+            xs = np.arange(len(sub))
+            for k, (value, marker) in enumerate((("recognition", "o"), ("preference", "s"))):
+                pos = xs + (k - 0.5) * 0.28
+                color = SOURCE_COLORS["gpt4"] if value == "recognition" else SOURCE_COLORS["human"]
+                ax.scatter(pos, sub[value], marker=marker, color=color, s=28, zorder=3, label=label(value))
+                _errorbar(ax, pos, sub, value, color=color)
+                b = base[base[cols] == cv][value]
+                if len(b):
+                    ax.axhline(float(b.iloc[0]), color=color, lw=4, alpha=0.18)
+            ax.axhline(0.5, ls="--", lw=1, color="grey")
+            ax.set_xticks(xs, [f"N={v}" if v.isdigit() else v for v in sub["variant"]])
+            plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+            ax.set_title(f"trained on {label(rv)}, evaluated on {label(cv)}", fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -72,12 +72,11 @@ from judgelab.experiments import open_models as om
 from judgelab.experiments.reanalysis import renormalised_pair
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt
-from judgelab.paths import write_csvs
+from judgelab.paths import results_path, write_csvs
 from judgelab.profiles import hardware
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, ReplayMiss, StoredModel
 
-RESULTS_DIR = Path("results/finetuning")
 #: the four other released authors of every training article, in the order of the paper's Llama files
 TRAIN_OTHERS: tuple[str, ...] = ("human", "claude", "gpt4", "gpt35")
 RECOGNITION_VARIANTS: tuple[str, ...] = ("2", "10", "500")
@@ -90,7 +89,7 @@ OPTIONS = ("1", "2")
 
 def default_results_dir(profile: str) -> Path:
     """``results/finetuning`` for the committed book profile; ``results/runs/<profile>/finetuning`` otherwise."""
-    return RESULTS_DIR if profile == "book" else Path("results/runs") / profile / "finetuning"
+    return results_path("finetuning") if profile == "book" else results_path("runs", profile, "finetuning")
 
 
 # --- profiles ----------------------------------------------------------------------------------------------
@@ -165,10 +164,11 @@ FINETUNING: dict[str, FinetuningProfile] = {
     # the committed store: the full design for smollm2 (3 recognition sizes + 5 controls, trained on each
     # dataset, evaluated on both), sized for a slow CPU: N=50 stands in for the paper's 500 (the large
     # recognition variant and every control train on keys[:50]), at most 12 steps of 8 examples,
-    # 10 held-out articles per dataset, drift on 3. The gpu profile is the paper's size.
+    # 8 held-out articles per dataset, drift on 3 (about 1 h 40 min per training set on one core of this
+    # project's CPU). The gpu profile is the paper's size.
     "book": FinetuningProfile(
         "book", ("smollm2-135m-instruct",), second_judge="qwen2.5-coder-0.5b-instruct",
-        variants=("2", "10", "50") + CONTROL_VARIANTS, control_n=50, n_eval=10, n_drift=3,
+        variants=("2", "10", "50") + CONTROL_VARIANTS, control_n=50, n_eval=8, n_drift=3,
         train=TrainConfig(batch_size=8, max_steps=12),
         replay=True,
     ),
@@ -815,20 +815,31 @@ def variants_table(pairs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def correlation_table(variants: pd.DataFrame) -> pd.DataFrame:
     """Pearson r (95 % CI) and least-squares line of mean S on mean R across variants (base rows included).
 
-    One row per judge and evaluation set, and per judge pooled over evaluation sets (``evaluated_on="all"``).
+    One row per judge, set of points and evaluation set, plus each judge and set pooled over evaluation
+    sets (``evaluated_on="all"``). ``points``: ``all`` variants; ``recognition`` (the recognition variants
+    and the base judge) or ``control`` (the controls and the base judge). The paper's causal reading needs
+    the recognition points to carry the line; controls that fall on the same line say that whatever
+    fine-tuning changed moved R and S together, recognition or not.
     """
+    kinds = variants["variant"].map(variant_kind)
+    point_sets = {"all": kinds.notna(), "recognition": kinds.isin(["base", "recognition"]),
+                  "control": kinds.isin(["base", "control"])}
     rows = []
-    for judge, g in variants.groupby("judge", sort=False):
-        for ev in [*g["evaluated_on"].unique(), "all"]:
-            s = g if ev == "all" else g[g["evaluated_on"] == ev]
-            s = s.dropna(subset=["recognition", "preference"])
-            row: dict[str, Any] = {"judge": judge, "evaluated_on": ev, "n": len(s)}
-            if len(s) >= 3 and s["recognition"].nunique() > 1 and s["preference"].nunique() > 1:
-                row.update({k: v for k, v in stats.pearson(s["recognition"], s["preference"]).items() if k != "n"})
-                row.update({k: v for k, v in stats.linear_fit(s["recognition"], s["preference"]).items()
-                            if k in ("slope", "intercept", "slope_se", "r2")})
-            rows.append(row)
-    cols = ["judge", "evaluated_on", "n", "r", "r_low", "r_high", "p_value", "slope", "intercept", "slope_se", "r2"]
+    for judge in variants["judge"].unique():
+        for points, mask in point_sets.items():
+            g = variants[mask & (variants["judge"] == judge)]
+            for ev in [*variants["evaluated_on"].unique(), "all"]:
+                s = g if ev == "all" else g[g["evaluated_on"] == ev]
+                s = s.dropna(subset=["recognition", "preference"])
+                row: dict[str, Any] = {"judge": judge, "points": points, "evaluated_on": ev, "n": len(s)}
+                if len(s) >= 3 and s["recognition"].nunique() > 1 and s["preference"].nunique() > 1:
+                    row.update({k: v for k, v in stats.pearson(s["recognition"], s["preference"]).items()
+                                if k != "n"})
+                    row.update({k: v for k, v in stats.linear_fit(s["recognition"], s["preference"]).items()
+                                if k in ("slope", "intercept", "slope_se", "r2")})
+                rows.append(row)
+    cols = ["judge", "points", "evaluated_on", "n", "r", "r_low", "r_high", "p_value", "slope", "intercept",
+            "slope_se", "r2"]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -841,6 +852,87 @@ def drift_table(drift: pd.DataFrame) -> pd.DataFrame:
     out = stats.bootstrap_mean_table(drift, ["new_preference"], by)
     share = drift.groupby(by, sort=False)["identical"].mean().rename("identical").reset_index()
     return out.merge(share, on=by, how="left")
+
+
+def variant_kind(variant: str) -> str:
+    """``"base"``, ``"recognition"`` (a digit string: N training articles) or ``"control"``."""
+    if variant == "base":
+        return "base"
+    return "recognition" if variant.isdigit() else "control"
+
+
+def shift_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Change of R and S of every fine-tuned variant from the base judge, paired pair by pair.
+
+    The controls' test: a control fine-tune changes the model as much as a recognition fine-tune (same
+    prompts, articles, steps) but teaches nothing about authorship, so if preference moves only with the
+    recognition variants, fine-tuning as such is not what moves it. Variant and base judge are scored on
+    the very same (article, other author) pairs, so the change is the mean of per-pair differences, with a
+    95 % bootstrap interval over articles -- tighter and more honest than comparing two separate intervals.
+    ``domain`` is ``in`` when the variant was trained and evaluated on the same dataset; ``r_moved`` /
+    ``s_moved``: the interval of the change excludes 0 (never with fewer than 2 articles, whose interval is
+    degenerate).
+    """
+    keys = ["judge", "evaluated_on", "key", "other"]
+    base = pairs[pairs["variant"] == "base"][keys + ["recognition", "preference"]]
+    paired = pairs[pairs["variant"] != "base"].merge(base, on=keys, how="inner", suffixes=("", "_base"))
+    paired = paired.assign(delta_recognition=paired["recognition"] - paired["recognition_base"],
+                           delta_preference=paired["preference"] - paired["preference_base"])
+    by = ["judge", "variant", "n_train", "trained_on", "evaluated_on"]
+    out = stats.bootstrap_mean_table(paired, ["delta_recognition", "delta_preference"], by).rename(
+        columns={"n": "n_pairs"})
+    n_art = paired.groupby(by, sort=False)["key"].nunique().rename("n_articles").reset_index()
+    out = out.merge(n_art, on=by, how="left")
+    enough = out["n_articles"] >= 2
+    return out.assign(
+        kind=out["variant"].map(variant_kind),
+        domain=np.where(out["trained_on"] == out["evaluated_on"], "in", "cross"),
+        r_moved=enough & ((out["delta_recognition_low"] > 0) | (out["delta_recognition_high"] < 0)),
+        s_moved=enough & ((out["delta_preference_low"] > 0) | (out["delta_preference_high"] < 0)),
+    )[["judge", "variant", "kind", "n_train", "trained_on", "evaluated_on", "domain", "n_pairs", "n_articles",
+       "delta_recognition", "delta_recognition_low", "delta_recognition_high", "delta_preference",
+       "delta_preference_low", "delta_preference_high", "r_moved", "s_moved"]]
+
+
+def training_summary(log: pd.DataFrame, tail: int = 3) -> pd.DataFrame:
+    """One row per trained variant: steps, first loss, mean loss and mean P(label) over the last ``tail``
+    steps, training seconds, and the variant's kind.
+
+    ``p_label`` is the probability of the label token among *all* next tokens, so it shows two things at
+    once: learning to answer with a digit at all, and learning which digit. A random-label control can
+    only do the first; comparing its ``last_p_label`` with the recognition variants' tells them apart.
+    """
+    log = log.sort_values("step")
+    out = (log.groupby(["trained_on", "variant"], sort=False)
+           .agg(steps=("step", "max"), first_loss=("loss", "first"),
+                last_loss=("loss", lambda s: s.tail(tail).mean()), first_p_label=("p_label", "first"),
+                last_p_label=("p_label", lambda s: s.tail(tail).mean()), train_seconds=("seconds", "max"))
+           .reset_index())
+    out = out.assign(kind=out["variant"].map(variant_kind))
+    return out.sort_values(["trained_on", "variant"], key=lambda c: c.map(_grid_order), kind="stable",
+                           ignore_index=True)
+
+
+def _grid_order(value: str) -> tuple[int, float]:
+    """Sort key: datasets xsum, cnn; variants base, recognition by N, then the controls in the paper's order."""
+    if value in ("xsum", "cnn"):
+        return (("xsum", "cnn").index(value), 0)
+    if value == "base":
+        return (0, 0)
+    if str(value).isdigit():
+        return (1, int(value))
+    return (2, CONTROL_VARIANTS.index(value) if value in CONTROL_VARIANTS else len(CONTROL_VARIANTS))
+
+
+def kind_summary(shifts: pd.DataFrame) -> pd.DataFrame:
+    """Mean absolute change of R and S from the base judge, by variant kind and domain (in / cross)."""
+    return (shifts.assign(abs_delta_recognition=shifts["delta_recognition"].abs(),
+                          abs_delta_preference=shifts["delta_preference"].abs())
+            .groupby(["judge", "kind", "domain"], sort=False)
+            .agg(variants=("variant", "size"), mean_abs_delta_recognition=("abs_delta_recognition", "mean"),
+                 mean_abs_delta_preference=("abs_delta_preference", "mean"),
+                 share_r_moved=("r_moved", "mean"), share_s_moved=("s_moved", "mean"))
+            .reset_index())
 
 
 def write_tables(profile: str | FinetuningProfile = "book", results_dir: Path | str | None = None,

@@ -34,8 +34,6 @@ from judgelab.profiles import OpenModelsProfile, hardware, open_models_profile
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, StoredModel
 
-RESULTS_DIR = Path("results/open_models")
-
 
 def default_results_dir(profile: str) -> Path:
     """``results/open_models`` for the committed book profile; ``results/runs/<profile>/...`` otherwise."""
