@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from judgelab.experiments import finetuning as ft
+from judgelab.experiments import open_models as om
+from judgelab.paths import project_root, results_path
 
 KEYS = ["a1", "a2"]
 OWN = {"a1": "The cat sat on the mat.", "a2": "Parliament passed the budget after a long and bitter debate."}
@@ -88,6 +90,15 @@ def test_property_controls_label_by_measure_and_drop_ties():
     assert rd.set_index(["key", "other", "order"])["label"][("a1", "gpt35", "forward")] == "1"
 
 
+def test_results_dirs_resolve_from_a_notebook_folder(monkeypatch):
+    """Notebooks run with the working directory notebooks/: the book's results must still be the committed ones."""
+    root = project_root()
+    monkeypatch.chdir(root / "notebooks")
+    assert ft.default_results_dir("book") == root / "results" / "finetuning"
+    assert om.default_results_dir("book") == root / "results" / "open_models"
+    assert (ft.default_results_dir("book") / "stores" / "smollm2-135m-instruct.sqlite").is_file()
+
+
 def test_variant_sizes_and_config():
     assert ft.n_train("2") == 2 and ft.n_train("500") == 500 and ft.n_train("random", control_n=7) == 7
     with pytest.raises(ValueError):
@@ -98,8 +109,8 @@ def test_variant_sizes_and_config():
     for name, prof in ft.FINETUNING.items():
         assert prof.name == name and prof.judges and prof.n_eval >= 1
         assert all(prof.n_train(v) <= prof.first_article for v in prof.variants)
-    assert ft.default_results_dir("book").as_posix() == "results/finetuning"
-    assert ft.default_results_dir("ci").as_posix() == "results/runs/ci/finetuning"
+    assert ft.default_results_dir("book") == results_path("finetuning")
+    assert ft.default_results_dir("ci") == results_path("runs", "ci", "finetuning")
 
 
 # --- the loss ----------------------------------------------------------------------------------------------
@@ -115,7 +126,11 @@ def tiny():
     entry = zoo_entry("smollm2-135m-instruct")
     converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}"
     if not (converted / "tokenizer_config.json").is_file():
-        pytest.skip("smollm2 tokenizer not converted on this machine")
+        if not entry.offline_available():
+            pytest.skip("smollm2's GGUF package is not installed (scripts/install.sh installs it)")
+        from judgelab.models.transformers_backend import load_zoo_offline
+
+        load_zoo_offline(entry)  # converts once (seconds); the ci end-to-end test needs it anyway
     tok = AutoTokenizer.from_pretrained(converted)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
