@@ -109,3 +109,23 @@ def test_ci_store_replays_and_misses_loudly(ci_run):
     bigger = replace(OPEN_MODELS["ci"], replay=True, judges={"smollm2-135m-instruct": 3})
     with pytest.raises(ReplayMiss, match="not in"):
         om.run(bigger, out, progress=False)
+
+
+def test_sibling_contrast_uses_only_articles_with_a_sibling():
+    assert om.family("qwen2.5-coder-0.5b-instruct") == "qwen" and om.family("gpt35") == "gpt"
+    rows = []
+    for key in ("a", "b", "c"):
+        for other, r in (("qwen2.5-coder-1.5b-instruct", 0.5), ("human", 0.7), ("claude", 0.9)):
+            if key == "c" and other.startswith("qwen"):
+                continue  # the sibling wrote no summary of article c
+            rows.append({"judge": "qwen2.5-coder-0.5b-instruct", "dataset": "xsum", "key": key, "other": other,
+                         "recognition": r + (0.3 if key == "c" else 0.0), "preference": r})
+    rows.append({"judge": "smollm2-135m-instruct", "dataset": "xsum", "key": "a", "other": "human",
+                 "recognition": 0.5, "preference": 0.5})
+    out = om.sibling_contrast(pd.DataFrame(rows)).set_index("against")
+    assert list(out["judge"].unique()) == ["qwen2.5-coder-0.5b-instruct"]  # smollm2 has no sibling here
+    assert out.loc["sibling", "recognition"] == pytest.approx(0.5)
+    # article c (no sibling summary) is left out: unrelated mean is 0.8, not pulled up by c's 1.0 / 1.2
+    assert out.loc["unrelated", "recognition"] == pytest.approx(0.8)
+    assert out.loc["unrelated", "n"] == 4
+    assert om.sibling_contrast(pd.DataFrame(rows[-1:])).empty

@@ -352,6 +352,31 @@ def kendall_table(pairs: pd.DataFrame) -> pd.DataFrame:
                                    ["evaluator", "dataset"])
 
 
+def family(author: str) -> str:
+    """A model family from an author name (``qwen2.5-coder-0.5b-instruct`` -> ``qwen``): the letters it starts with."""
+    return re.match(r"[a-z]*", author.lower()).group(0)
+
+
+def sibling_contrast(pairs: pd.DataFrame) -> pd.DataFrame:
+    """R and S of each judge against its siblings (same family, other size) and against unrelated authors.
+
+    Only articles where a sibling's summary exists count, for both rows, so the contrast is not an artefact
+    of different articles. A judge that recognises its *family's* style rather than itself scores higher
+    against unrelated authors than against a sibling. Returns ``dataset, judge, against (sibling |
+    unrelated), n`` and ``recognition`` / ``preference`` with article-bootstrap intervals; empty when no
+    judge has a sibling.
+    """
+    df = pairs.assign(against=np.where(pairs["other"].map(family) == pairs["judge"].map(family),
+                                       "sibling", "unrelated"))
+    with_sib = df.loc[df["against"] == "sibling", ["judge", "dataset", "key"]].drop_duplicates()
+    df = df.merge(with_sib, on=["judge", "dataset", "key"])
+    cols = ["dataset", "judge", "against", "n", "recognition", "recognition_low", "recognition_high",
+            "preference", "preference_low", "preference_high"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    return stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "judge", "against"])[cols]
+
+
 def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Pooled R and S (``other == "all"``) of the open judges next to the paper's evaluators.
 
