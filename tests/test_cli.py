@@ -194,3 +194,25 @@ def test_run_finetuning_train_on_runs_one_slice_of_the_grid(tmp_path, monkeypatc
     assert prof.variants == finetuning.FINETUNING["book"].variants
     with pytest.raises(SystemExit):
         main(["run", "finetuning", "--profile", "book", "--train-on", "squad"])
+
+
+def test_run_open_models_extend_computes_live_then_writes_all_judges(tmp_path, monkeypatch, capsys):
+    from judgelab.experiments import open_models
+
+    ran, written = [], []
+    monkeypatch.setattr(open_models, "run", lambda profile, results_dir: ran.append((profile, results_dir)))
+    monkeypatch.setattr(open_models, "write_tables",
+                        lambda profile, results_dir: written.append((profile, results_dir)) or {})
+    args = ["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path),
+            "--extend", "smollm2-135m-instruct=40", "qwen2.5-coder-0.5b-instruct=7"]
+    assert main(args) == 0
+    (live, live_dir), = ran
+    assert live.judges == {"smollm2-135m-instruct": 40, "qwen2.5-coder-0.5b-instruct": 7} and not live.replay
+    (book, book_dir), = written
+    assert live_dir == book_dir == tmp_path
+    assert book.replay and book.judges["smollm2-135m-instruct"] == 40
+    assert book.judges["qwen2.5-coder-0.5b-instruct"] == 7 and book.judges["qwen2.5-coder-1.5b-instruct"] >= 1
+    assert "profiles.py" in capsys.readouterr().out
+    for bad in ("smollm2-135m-instruct", "smollm2-135m-instruct=0", "=5", "x=many"):
+        assert main(["run", "open-models", "--profile", "book", "--extend", bad]) == 1
+        assert "NAME=N" in capsys.readouterr().err

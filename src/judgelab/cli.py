@@ -7,7 +7,7 @@
     judgelab zoo list                            the zoo: hub id, chat, offline weights installed, quantisation
     judgelab zoo prepare NAME ... | --all        verify the GGUF, convert it to the safetensors cache, time loads
     judgelab reanalysis [--out DIR]              re-analyse the released data (Panickssery et al. 2024)
-    judgelab run open-models --profile P         run or replay the open-models experiment
+    judgelab run open-models --profile P [--extend NAME=N]   run or replay the open-models experiment
     judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
     judgelab store info PATH                     models, calls per kind and metadata of a call store
 
@@ -193,12 +193,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         profile = replace(module.finetuning_profile(profile), train_datasets=tuple(args.train_on))
     t0 = time.perf_counter()
+    if getattr(args, "extend", None):
+        profile = _extend_open_models(module, profile, args.extend, results_dir)
     print(f"{args.experiment}: profile {args.profile} -> {results_dir or '(default)'}", flush=True)
     paths = write_tables(profile, results_dir) if results_dir is not None else write_tables(profile)
     for name, path in (paths or {}).items():
         print(f"  {name}: {path}")
     print(f"done in {time.perf_counter() - t0:.0f}s")
     return 0
+
+
+def _extend_open_models(module, profile_name: str, specs: list[str], results_dir: Path | None):
+    """Compute live what the stores lack for ``NAME=N`` judges (N held-out articles per dataset), then
+    return the profile with those sizes, to be written from the stores (replayed where the profile replays)."""
+    from dataclasses import replace
+
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        name, _, n = spec.partition("=")
+        if not name or not n.isdigit() or int(n) < 1:
+            raise CommandError(f"--extend expects NAME=N with N >= 1 (e.g. smollm2-135m-instruct=100), got {spec!r}")
+        sizes[name] = int(n)
+    prof = module.open_models_profile(profile_name)
+    live = replace(prof, judges=sizes, replay=False)
+    print(f"extending {', '.join(f'{j} to {n}' for j, n in sizes.items())} held-out articles per dataset (live)",
+          flush=True)
+    module.run(live, results_dir) if results_dir is not None else module.run(live)
+    if prof.name == "book":
+        print("  the book notebook reads its sizes from judgelab/profiles.py: raise them there to show these runs")
+    return replace(prof, judges={**prof.judges, **sizes})
 
 
 # --- stores ------------------------------------------------------------------------------------------------
@@ -289,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", choices=PROFILES, required=True)
         p.add_argument("--results-dir", type=Path, default=None,
                        help="where tables and stores go (default: the profile's directory)")
+        if name == "open-models":
+            p.add_argument("--extend", nargs="+", default=None, metavar="NAME=N",
+                           help="first compute live whatever the stores lack for these judges at N held-out "
+                                "articles per dataset (the stores resume), then write the tables with those sizes")
         if name == "finetuning":
             p.add_argument("--train-on", nargs="+", choices=("xsum", "cnn"), default=None, metavar="DATASET",
                            help="train only on these datasets (xsum, cnn): run the grid in slices, in "
