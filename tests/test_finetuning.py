@@ -261,6 +261,9 @@ def test_shift_table_pairs_each_variant_with_the_base_judge():
     summ = ft.kind_summary(ft.shift_table(_pairs())).set_index(["kind", "domain"])
     assert summ.loc[("control", "cross"), "mean_abs_delta_preference"] == pytest.approx(0.12)
     assert summ.loc[("recognition", "in"), "share_r_moved"] == 1.0
+    pooled = ft.kind_summary(ft.shift_table(_pairs()), by=["kind"]).set_index("kind")
+    assert pooled.loc["control", "variants"] == 2 and pooled.loc["control", "s_moved"] == 1
+    assert pooled.loc["recognition", "r_moved"] == 1 and pooled.loc["recognition", "s_moved"] == 1
     # one article: the bootstrap interval is degenerate, so nothing counts as moved
     one = ft.shift_table(_pairs()[lambda d: d["key"] == "k1"])
     assert not one["r_moved"].any() and not one["s_moved"].any()

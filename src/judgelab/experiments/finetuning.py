@@ -924,13 +924,16 @@ def _grid_order(value: str) -> tuple[int, float]:
     return (2, CONTROL_VARIANTS.index(value) if value in CONTROL_VARIANTS else len(CONTROL_VARIANTS))
 
 
-def kind_summary(shifts: pd.DataFrame) -> pd.DataFrame:
-    """Mean absolute change of R and S from the base judge, by variant kind and domain (in / cross)."""
+def kind_summary(shifts: pd.DataFrame, by: Sequence[str] = ("judge", "kind", "domain")) -> pd.DataFrame:
+    """Mean absolute change of R and S from the base judge, by variant kind and domain (in / cross) unless
+    ``by`` says otherwise; ``variants`` counts the (variant, evaluation set) rows, ``r_moved`` / ``s_moved``
+    how many of them moved (their ``share_*`` is the fraction)."""
     return (shifts.assign(abs_delta_recognition=shifts["delta_recognition"].abs(),
                           abs_delta_preference=shifts["delta_preference"].abs())
-            .groupby(["judge", "kind", "domain"], sort=False)
+            .groupby(list(by), sort=False)
             .agg(variants=("variant", "size"), mean_abs_delta_recognition=("abs_delta_recognition", "mean"),
                  mean_abs_delta_preference=("abs_delta_preference", "mean"),
+                 r_moved=("r_moved", "sum"), s_moved=("s_moved", "sum"),
                  share_r_moved=("r_moved", "mean"), share_s_moved=("s_moved", "mean"))
             .reset_index())
 
