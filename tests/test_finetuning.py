@@ -247,6 +247,7 @@ def _pairs() -> pd.DataFrame:
 def test_shift_table_pairs_each_variant_with_the_base_judge():
     assert [ft.variant_kind(v) for v in ("base", "2", "500", "random")] == ["base", "recognition", "recognition",
                                                                             "control"]
+    assert [ft.variant_label(v) for v in ("50", "length")] == ["N = 50", "length"]
     sh = ft.shift_table(_pairs()).set_index(["variant", "evaluated_on"])
     assert len(sh) == 4 and (sh["n_pairs"] == 4).all() and (sh["n_articles"] == 2).all()
     assert sh.loc[("10", "xsum"), "delta_recognition"] == pytest.approx(0.20)

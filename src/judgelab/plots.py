@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from judgelab.experiments.finetuning import variant_kind, variant_label
+
 #: One colour per summary source / evaluator, reused by every chapter.
 SOURCE_COLORS = {
     "human": "#4C72B0", "claude": "#DD8452", "gpt35": "#55A868", "gpt4": "#C44E52", "llama": "#8172B3",
@@ -172,12 +174,13 @@ def loss_curves(log: pd.DataFrame, value: str = "loss", by: str = "trained_on"):
     for ax, panel in zip(axes[0], panels):
         sub = log[log[by] == panel]
         variants = list(pd.unique(sub["variant"]))
-        reds = sns.color_palette("Reds_d", sum(v.isdigit() for v in variants) or 1)
-        blues = sns.color_palette("Blues_d", sum(not v.isdigit() for v in variants) or 1)
-        for v in variants:
+        recognition = [variant_kind(v) == "recognition" for v in variants]
+        reds = sns.color_palette("Reds_d", sum(recognition) or 1)
+        blues = sns.color_palette("Blues_d", len(variants) - sum(recognition) or 1)
+        for v, is_recognition in zip(variants, recognition):
             g = sub[sub["variant"] == v].sort_values("step")
-            color = reds.pop(0) if v.isdigit() else blues.pop(0)
-            name = f"N = {v}" if v.isdigit() else v
+            color = reds.pop(0) if is_recognition else blues.pop(0)
+            name = variant_label(v)
             ax.plot(g["step"], g[value], marker="o", ms=3, lw=1.2, color=color, label=name)
         ax.set_title(f"Trained on {label(panel)}")
         ax.set_xlabel("optimiser step")
@@ -211,7 +214,7 @@ def variant_grid(variants: pd.DataFrame, rows: str = "trained_on", cols: str = "
                 if len(b):
                     ax.axhline(float(b.iloc[0]), color=color, lw=4, alpha=0.18)
             ax.axhline(0.5, ls="--", lw=1, color="grey")
-            ax.set_xticks(xs, [f"N={v}" if v.isdigit() else v for v in sub["variant"]])
+            ax.set_xticks(xs, [variant_label(v, sep="=") for v in sub["variant"]])
             plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
             ax.set_title(f"trained on {label(rv)}, evaluated on {label(cv)}", fontsize=10)
     axes[0][0].legend(fontsize=7, loc="best")

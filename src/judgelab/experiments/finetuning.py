@@ -861,6 +861,11 @@ def variant_kind(variant: str) -> str:
     return "recognition" if variant.isdigit() else "control"
 
 
+def variant_label(variant: str, sep: str = " = ") -> str:
+    """How figures name a variant: ``N = 50`` for a recognition variant, the control's own name otherwise."""
+    return f"N{sep}{variant}" if variant_kind(variant) == "recognition" else variant
+
+
 def shift_table(pairs: pd.DataFrame) -> pd.DataFrame:
     """Change of R and S of every fine-tuned variant from the base judge, paired pair by pair.
 
