@@ -198,6 +198,7 @@ def test_run_finetuning_train_on_runs_one_slice_of_the_grid(tmp_path, monkeypatc
 
 def test_run_open_models_extend_computes_live_then_writes_all_judges(tmp_path, monkeypatch, capsys):
     from judgelab.experiments import open_models
+    from judgelab.profiles import OPEN_MODELS
 
     ran, written = [], []
     monkeypatch.setattr(open_models, "run", lambda profile, results_dir: ran.append((profile, results_dir)))
@@ -207,7 +208,9 @@ def test_run_open_models_extend_computes_live_then_writes_all_judges(tmp_path, m
             "--extend", "smollm2-135m-instruct=40", "qwen2.5-coder-0.5b-instruct=7"]
     assert main(args) == 0
     (live, live_dir), = ran
-    assert live.judges == {"smollm2-135m-instruct": 40, "qwen2.5-coder-0.5b-instruct": 7} and not live.replay
+    # the judge not extended takes part too: it must judge the extended judges' new summaries
+    assert live.judges == {**OPEN_MODELS["book"].judges, "smollm2-135m-instruct": 40,
+                           "qwen2.5-coder-0.5b-instruct": 7} and not live.replay
     (book, book_dir), = written
     assert live_dir == book_dir == tmp_path
     assert book.replay and book.judges["smollm2-135m-instruct"] == 40

@@ -205,7 +205,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _extend_open_models(module, profile_name: str, specs: list[str], results_dir: Path | None):
     """Compute live what the stores lack for ``NAME=N`` judges (N held-out articles per dataset), then
-    return the profile with those sizes, to be written from the stores (replayed where the profile replays)."""
+    return the profile with those sizes, to be written from the stores (replayed where the profile replays).
+
+    Every judge of the profile takes part in the live run, not only the extended ones: a judge's new
+    summaries are "other authors" for the others, so they must judge them too (their own calls are already
+    stored and replay at no cost), or the next replay of the whole profile would miss those calls."""
     from dataclasses import replace
 
     sizes: dict[str, int] = {}
@@ -215,13 +219,13 @@ def _extend_open_models(module, profile_name: str, specs: list[str], results_dir
             raise CommandError(f"--extend expects NAME=N with N >= 1 (e.g. smollm2-135m-instruct=100), got {spec!r}")
         sizes[name] = int(n)
     prof = module.open_models_profile(profile_name)
-    live = replace(prof, judges=sizes, replay=False)
+    live = replace(prof, judges={**prof.judges, **sizes}, replay=False)
     print(f"extending {', '.join(f'{j} to {n}' for j, n in sizes.items())} held-out articles per dataset (live)",
           flush=True)
     module.run(live, results_dir) if results_dir is not None else module.run(live)
     if prof.name == "book":
         print("  the book notebook reads its sizes from judgelab/profiles.py: raise them there to show these runs")
-    return replace(prof, judges={**prof.judges, **sizes})
+    return replace(prof, judges=live.judges)
 
 
 # --- stores ------------------------------------------------------------------------------------------------
