@@ -45,7 +45,7 @@ OPEN_MODELS: dict[str, OpenModelsProfile] = {
         # What was computed on this project's 2-core CPU (AVX, no AVX2; no GPU lent): far below the
         # targets of 200 / 200 / 50 articles per dataset. The stores resume: extend one judge with
         # `judgelab run open-models --profile book --extend NAME=N`, then raise its number here.
-        {"smollm2-135m-instruct": 100, "qwen2.5-coder-0.5b-instruct": 70, "qwen2.5-coder-1.5b-instruct": 2},
+        {"smollm2-135m-instruct": 100, "qwen2.5-coder-0.5b-instruct": 80, "qwen2.5-coder-1.5b-instruct": 2},
         replay=True,
     ),
     "gpu": OpenModelsProfile(
