@@ -246,7 +246,7 @@ def property_label(summary1: str, summary2: str, measure: Callable[[str], float]
 
 def n_train(variant: str, control_n: int = 500) -> int:
     """Training articles of a variant: the number itself for recognition variants, ``control_n`` for controls."""
-    if variant.isdigit():
+    if variant_kind(variant) == "recognition":
         return int(variant)
     if variant in CONTROL_TASKS:
         return control_n
@@ -282,7 +282,7 @@ def example_pairs(dataset: str, keys: Sequence[str], own: Mapping[str, str],
 def label_examples(pairs: pd.DataFrame, variant: str, seed: int = 0) -> pd.DataFrame:
     """Add ``task`` (prompt) and ``label`` ("1"/"2") to ``pairs`` for ``variant``; drop tied property pairs."""
     out = pairs.copy()
-    if variant.isdigit():
+    if variant_kind(variant) == "recognition":
         out["task"], out["label"] = "detection", out["own_position"]
     elif variant == "always_1":
         out["task"], out["label"] = "detection", "1"
@@ -924,7 +924,7 @@ def _grid_order(value: str) -> tuple[int, float]:
         return (("xsum", "cnn").index(value), 0)
     if value == "base":
         return (0, 0)
-    if str(value).isdigit():
+    if variant_kind(str(value)) == "recognition":
         return (1, int(value))
     return (2, CONTROL_VARIANTS.index(value) if value in CONTROL_VARIANTS else len(CONTROL_VARIANTS))
 
