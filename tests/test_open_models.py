@@ -129,3 +129,11 @@ def test_sibling_contrast_uses_only_articles_with_a_sibling():
     assert out.loc["unrelated", "recognition"] == pytest.approx(0.8)
     assert out.loc["unrelated", "n"] == 4
     assert om.sibling_contrast(pd.DataFrame(rows[-1:])).empty
+
+
+def test_shortfall_names_judges_below_their_design_size():
+    book = OPEN_MODELS["book"]
+    assert set(book.targets) == set(book.judges)  # every book judge has a design size
+    prof = replace(book, judges={"a": 200, "b": 80, "c": 3}, targets={"a": 200, "b": 200})
+    assert prof.shortfall() == {"b": (80, 200)}  # "a" meets its target; "c" has none
+    assert replace(book, targets={}).shortfall() == {}
