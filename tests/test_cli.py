@@ -205,17 +205,22 @@ def test_run_open_models_extend_computes_live_then_writes_all_judges(tmp_path, m
     monkeypatch.setattr(open_models, "write_tables",
                         lambda profile, results_dir: written.append((profile, results_dir)) or {})
     args = ["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path),
-            "--extend", "smollm2-135m-instruct=40", "qwen2.5-coder-0.5b-instruct=7"]
+            "--extend", "smollm2-135m-instruct=40", "qwen2.5-coder-0.5b-instruct=7",
+            "--summaries", "qwen2.5-coder-1.5b-instruct=9"]
     assert main(args) == 0
     (live, live_dir), = ran
     # the judge not extended takes part too: it must judge the extended judges' new summaries
     assert live.judges == {**OPEN_MODELS["book"].judges, "smollm2-135m-instruct": 40,
                            "qwen2.5-coder-0.5b-instruct": 7} and not live.replay
+    assert live.summaries == {**OPEN_MODELS["book"].summaries, "qwen2.5-coder-1.5b-instruct": 9}
     (book, book_dir), = written
     assert live_dir == book_dir == tmp_path
     assert book.replay and book.judges["smollm2-135m-instruct"] == 40
     assert book.judges["qwen2.5-coder-0.5b-instruct"] == 7 and book.judges["qwen2.5-coder-1.5b-instruct"] >= 1
+    assert book.summaries["qwen2.5-coder-1.5b-instruct"] == 9
     assert "profiles.py" in capsys.readouterr().out
-    for bad in ("smollm2-135m-instruct", "smollm2-135m-instruct=0", "=5", "x=many"):
-        assert main(["run", "open-models", "--profile", "book", "--extend", bad]) == 1
-        assert "NAME=N" in capsys.readouterr().err
+    for flag in ("--extend", "--summaries"):
+        for bad in ("smollm2-135m-instruct", "smollm2-135m-instruct=0", "=5", "x=many"):
+            assert main(["run", "open-models", "--profile", "book", flag, bad]) == 1
+            err = capsys.readouterr().err
+            assert "NAME=N" in err and flag in err

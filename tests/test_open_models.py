@@ -137,3 +137,22 @@ def test_shortfall_names_judges_below_their_design_size():
     prof = replace(book, judges={"a": 200, "b": 80, "c": 3}, targets={"a": 200, "b": 200})
     assert prof.shortfall() == {"b": (80, 200)}  # "a" meets its target; "c" has none
     assert replace(book, targets={}).shortfall() == {}
+
+
+def test_summary_only_author_is_judged_by_the_others_but_judges_nothing(tmp_path, monkeypatch):
+    from test_store import FakeModel
+
+    monkeypatch.setattr(om, "get_model", lambda spec, device=None: FakeModel(spec))
+    prof = replace(OPEN_MODELS["ci"], judges={"judge-a": 2}, summaries={"judge-a": 1, "writer-b": 3},
+                   datasets=("xsum",))
+    assert prof.writers() == {"judge-a": 2, "writer-b": 3}  # a judge summarises at least what it judges
+    res = om.run(prof, tmp_path, progress=False)
+    assert res.summaries.groupby("author").size().to_dict() == {"judge-a": 2, "writer-b": 3}
+    assert set(res.prompts["judge"]) == {"judge-a"}  # writer-b judges nothing
+    # judge-a meets writer-b on its own 2 articles only, not on writer-b's third
+    against_b = res.pairs[res.pairs["other"] == "writer-b"]
+    assert len(against_b) == 2 and set(against_b["key"]) == set(om.held_out_keys("xsum", 2))
+    assert set(res.runs["judge"]) == {"judge-a", "writer-b"}  # both models' weights are on record
+    # what was written replays: the stores hold every summary and judgement
+    replayed = om.run(replace(prof, replay=True), tmp_path, progress=False)
+    pd.testing.assert_frame_equal(replayed.pairs, res.pairs)

@@ -7,7 +7,8 @@
     judgelab zoo list                            the zoo: hub id, chat, offline weights installed, quantisation
     judgelab zoo prepare NAME ... | --all        verify the GGUF, convert it to the safetensors cache, time loads
     judgelab reanalysis [--out DIR]              re-analyse the released data (Panickssery et al. 2024)
-    judgelab run open-models --profile P [--extend NAME=N]   run or replay the open-models experiment
+    judgelab run open-models --profile P [--extend NAME=N] [--summaries NAME=N]
+                                                 run or replay the open-models experiment
     judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
     judgelab store info PATH                     models, calls per kind and metadata of a call store
 
@@ -193,8 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         profile = replace(module.finetuning_profile(profile), train_datasets=tuple(args.train_on))
     t0 = time.perf_counter()
-    if getattr(args, "extend", None):
-        profile = _extend_open_models(module, profile, args.extend, results_dir)
+    if getattr(args, "extend", None) or getattr(args, "summaries", None):
+        profile = _extend_open_models(module, profile, args.extend or [], args.summaries or [], results_dir)
     print(f"{args.experiment}: profile {args.profile} -> {results_dir or '(default)'}", flush=True)
     paths = write_tables(profile, results_dir) if results_dir is not None else write_tables(profile)
     for name, path in (paths or {}).items():
@@ -203,29 +204,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _extend_open_models(module, profile_name: str, specs: list[str], results_dir: Path | None):
-    """Compute live what the stores lack for ``NAME=N`` judges (N held-out articles per dataset), then
-    return the profile with those sizes, to be written from the stores (replayed where the profile replays).
-
-    Every judge of the profile takes part in the live run, not only the extended ones: a judge's new
-    summaries are "other authors" for the others, so they must judge them too (their own calls are already
-    stored and replay at no cost), or the next replay of the whole profile would miss those calls."""
-    from dataclasses import replace
-
+def _sizes(flag: str, specs: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for spec in specs:
         name, _, n = spec.partition("=")
         if not name or not n.isdigit() or int(n) < 1:
-            raise CommandError(f"--extend expects NAME=N with N >= 1 (e.g. smollm2-135m-instruct=100), got {spec!r}")
+            raise CommandError(f"{flag} expects NAME=N with N >= 1 (e.g. smollm2-135m-instruct=100), got {spec!r}")
         sizes[name] = int(n)
+    return sizes
+
+
+def _extend_open_models(module, profile_name: str, judges: list[str], writers: list[str], results_dir: Path | None):
+    """Compute live what the stores lack for ``NAME=N`` judges (``--extend``: N held-out articles per
+    dataset judged) and summary writers (``--summaries``: N articles summarised), then return the profile
+    with those sizes, to be written from the stores (replayed where the profile replays).
+
+    Every judge of the profile takes part in the live run, not only the extended ones: a model's new
+    summaries are "other authors" for the others, so they must judge them too (their own calls are already
+    stored and replay at no cost), or the next replay of the whole profile would miss those calls."""
+    from dataclasses import replace
+
+    judge_sizes, writer_sizes = _sizes("--extend", judges), _sizes("--summaries", writers)
     prof = module.open_models_profile(profile_name)
-    live = replace(prof, judges={**prof.judges, **sizes}, replay=False)
-    print(f"extending {', '.join(f'{j} to {n}' for j, n in sizes.items())} held-out articles per dataset (live)",
-          flush=True)
+    live = replace(prof, judges={**prof.judges, **judge_sizes}, summaries={**prof.summaries, **writer_sizes},
+                   replay=False)
+    done = [f"{j} to {n} judged" for j, n in judge_sizes.items()] + [f"{j} to {n} summarised"
+                                                                    for j, n in writer_sizes.items()]
+    print(f"extending {', '.join(done)} held-out articles per dataset (live)", flush=True)
     module.run(live, results_dir) if results_dir is not None else module.run(live)
     if prof.name == "book":
         print("  the book notebook reads its sizes from judgelab/profiles.py: raise them there to show these runs")
-    return replace(prof, judges=live.judges)
+    return replace(prof, judges=live.judges, summaries=live.summaries)
 
 
 # --- stores ------------------------------------------------------------------------------------------------
@@ -320,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--extend", nargs="+", default=None, metavar="NAME=N",
                            help="first compute live whatever the stores lack for these judges at N held-out "
                                 "articles per dataset (the stores resume), then write the tables with those sizes")
+            p.add_argument("--summaries", nargs="+", default=None, metavar="NAME=N",
+                           help="likewise, but these models only write summaries of N held-out articles per "
+                                "dataset (more than they judge): the other judges judge them as other authors")
         if name == "finetuning":
             p.add_argument("--train-on", nargs="+", choices=("xsum", "cnn"), default=None, metavar="DATASET",
                            help="train only on these datasets (xsum, cnn): run the grid in slices, in "

@@ -29,6 +29,11 @@ class OpenModelsProfile:
     name: str
     #: judge model strings (see :func:`judgelab.models.get_model`) -> held-out articles per dataset
     judges: dict[str, int]
+    #: models that write summaries of more articles than they judge -> articles per dataset they summarise
+    #: (a judge summarises at least the articles it judges). Writing is cheap next to judging, so a slow
+    #: model can still be "the other author" for the other judges on many articles -- the sibling contrast
+    #: needs exactly that. A model named only here writes summaries and judges nothing.
+    summaries: dict[str, int] = field(default_factory=dict)
     datasets: tuple[str, ...] = ("xsum", "cnn")
     #: evaluation starts at this article index: keys[500:] are held out from fine-tuning (keys[:500])
     first_article: int = 500
@@ -45,6 +50,11 @@ class OpenModelsProfile:
         The chapter prints this so that a reader sees which intervals are wider than planned, and why.
         """
         return {j: (n, self.targets[j]) for j, n in self.judges.items() if n < self.targets.get(j, 0)}
+
+    def writers(self) -> dict[str, int]:
+        """Every model that writes summaries -> held-out articles per dataset it summarises (judges first)."""
+        names = list(self.judges) + [m for m in self.summaries if m not in self.judges]
+        return {m: max(self.judges.get(m, 0), self.summaries.get(m, 0)) for m in names}
 
 
 OPEN_MODELS: dict[str, OpenModelsProfile] = {

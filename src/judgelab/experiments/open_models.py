@@ -261,18 +261,19 @@ def run(profile: str | OpenModelsProfile = "book", results_dir: Path | str | Non
     """Run (or replay) the experiment under ``profile``; returns every item-level table."""
     prof = profile if isinstance(profile, OpenModelsProfile) else open_models_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
-    judges = list(prof.judges)
-    keys = {ds: held_out_keys(ds, max(prof.judges.values()), prof.first_article) for ds in prof.datasets}
+    judges, writers = list(prof.judges), prof.writers()
+    keys = {ds: held_out_keys(ds, max(writers.values()), prof.first_article) for ds in prof.datasets}
     articles = pd.concat([load_articles(ds).set_index("key")["article"] for ds in prof.datasets])
 
-    # phase 1: every judge writes its summaries (they are "other authors" for the other judges)
+    # phase 1: every judge (and every summary-only author) writes its summaries: they are "other authors"
+    # for the other judges
     summaries, runs = [], []
-    for judge in judges:
-        model = open_judge(judge, prof, results_dir, progress)
+    for author, n_written in writers.items():
+        model = open_judge(author, prof, results_dir, progress)
         for ds in prof.datasets:
-            summaries.append(write_summaries(model, ds, keys[ds][: prof.judges[judge]]))
+            summaries.append(write_summaries(model, ds, keys[ds][:n_written]))
         live = model.store.get_meta("run:book") or model.store.get_meta(f"run:{prof.name}") or {}
-        runs.append({"judge": short_name(judge), "model": judge, "weights": _weights(model.fingerprint),
+        runs.append({"judge": short_name(author), "model": author, "weights": _weights(model.fingerprint),
                      "fingerprint_id": model.fingerprint_id, "profile": live.get("profile", prof.name),
                      "hardware": live.get("hardware"), "date": live.get("date")})
         model.store.close()
