@@ -156,3 +156,19 @@ def test_summary_only_author_is_judged_by_the_others_but_judges_nothing(tmp_path
     # what was written replays: the stores hold every summary and judgement
     replayed = om.run(replace(prof, replay=True), tmp_path, progress=False)
     pd.testing.assert_frame_equal(replayed.pairs, res.pairs)
+
+
+def test_sibling_findings_reads_the_contrast_only_where_there_is_recognition():
+    def rows(judge, sib_r, unrel_r, n=30, half=0.01):
+        return [{"dataset": "xsum", "judge": judge, "against": a, "n": n, "recognition": r,
+                 "recognition_low": r - half, "recognition_high": r + half}
+                for a, r in (("sibling", sib_r), ("unrelated", unrel_r))]
+
+    text = om.sibling_findings(pd.DataFrame(rows("a", 0.50, 0.501) + rows("b", 0.60, 0.80) + rows("c", 0.79, 0.80)))
+    a, b, c = text.split("\n")
+    assert "within 0.05 of chance" in a  # no recognition at all: nothing for a sibling to make harder
+    assert "do not overlap: R is lower against the sibling" in b
+    assert "overlap: no sign" in c and "demonstration" not in text  # 30 pairs each: no small-sample warning
+    assert "demonstration" in om.sibling_findings(pd.DataFrame(rows("a", 0.6, 0.8, n=2)))
+    assert om.sibling_findings(pd.DataFrame(columns=["dataset", "judge", "against", "n"])) == \
+        "No judge in this run has a sibling."

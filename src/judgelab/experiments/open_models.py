@@ -378,6 +378,39 @@ def sibling_contrast(pairs: pd.DataFrame) -> pd.DataFrame:
     return stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "judge", "against"])[cols]
 
 
+def sibling_findings(sib: pd.DataFrame, margin: float = 0.05, few: int = 20) -> str:
+    """What :func:`sibling_contrast` shows, in words, one line per judge and dataset (Markdown).
+
+    The contrast only means something where the judge recognises itself against unrelated authors: when
+    that R is within ``margin`` of chance there is no self-recognition for a sibling to make harder, and
+    the text says so instead of reading overlapping intervals as "the sibling is no harder". Groups of
+    fewer than ``few`` pairs get a warning: a bootstrap over so few articles understates the uncertainty.
+    """
+    def fmt(r, m: str) -> str:
+        return f"{getattr(r, m):.3f} [{getattr(r, m + '_low'):.3f}, {getattr(r, m + '_high'):.3f}]"
+
+    lines = []
+    for (ds, judge), g in sib.groupby(["dataset", "judge"], sort=False):
+        s, u = (next(g[g["against"] == a].itertuples()) for a in ("sibling", "unrelated"))
+        head = (f"- **{judge}**, {ds}, on the {s.n} pairs with a sibling: R against the sibling "
+                f"{fmt(s, 'recognition')}, against unrelated authors {fmt(u, 'recognition')} -- ")
+        if u.recognition_high < 0.5 + margin and u.recognition_low > 0.5 - margin:
+            lines.append(head + f"R against unrelated authors is itself within {margin:.2f} of chance, so there is "
+                         "no self-recognition for a sibling to make harder: at this scale the contrast cannot tell "
+                         "family style from self.")
+        elif s.recognition_high >= u.recognition_low and u.recognition_high >= s.recognition_low:
+            lines.append(head + "the intervals overlap: no sign that the sibling is harder to tell apart.")
+        else:
+            lines.append(head + f"the intervals do not overlap: R is "
+                         f"{'lower' if s.recognition < u.recognition else 'higher'} against the sibling.")
+    if not lines:
+        return "No judge in this run has a sibling."
+    smallest = int(sib["n"].min())
+    return "\n".join(lines) + (f"\n\nThe smallest group has {smallest} pairs: a bootstrap over so few articles has "
+                               "few distinct resamples, so its interval understates the uncertainty and that "
+                               "contrast is a demonstration of the analysis, not evidence." if smallest < few else "")
+
+
 def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Pooled R and S (``other == "all"``) of the open judges next to the paper's evaluators.
 
