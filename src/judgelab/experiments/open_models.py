@@ -378,6 +378,11 @@ def sibling_contrast(pairs: pd.DataFrame) -> pd.DataFrame:
     return stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "judge", "against"])[cols]
 
 
+def interval_text(row, measure: str) -> str:
+    """``0.497 [0.496, 0.498]``: a table row's ``measure`` with its ``_low`` / ``_high`` interval, for prose."""
+    return f"{getattr(row, measure):.3f} [{getattr(row, measure + '_low'):.3f}, {getattr(row, measure + '_high'):.3f}]"
+
+
 def sibling_findings(sib: pd.DataFrame, margin: float = 0.05, few: int = 20) -> str:
     """What :func:`sibling_contrast` shows, in words, one line per judge and dataset (Markdown).
 
@@ -386,14 +391,11 @@ def sibling_findings(sib: pd.DataFrame, margin: float = 0.05, few: int = 20) -> 
     the text says so instead of reading overlapping intervals as "the sibling is no harder". Groups of
     fewer than ``few`` pairs get a warning: a bootstrap over so few articles understates the uncertainty.
     """
-    def fmt(r, m: str) -> str:
-        return f"{getattr(r, m):.3f} [{getattr(r, m + '_low'):.3f}, {getattr(r, m + '_high'):.3f}]"
-
     lines = []
     for (ds, judge), g in sib.groupby(["dataset", "judge"], sort=False):
         s, u = (next(g[g["against"] == a].itertuples()) for a in ("sibling", "unrelated"))
         head = (f"- **{judge}**, {ds}, on the {s.n} pairs with a sibling: R against the sibling "
-                f"{fmt(s, 'recognition')}, against unrelated authors {fmt(u, 'recognition')} -- ")
+                f"{interval_text(s, 'recognition')}, against unrelated authors {interval_text(u, 'recognition')} -- ")
         if u.recognition_high < 0.5 + margin and u.recognition_low > 0.5 - margin:
             lines.append(head + f"R against unrelated authors is itself within {margin:.2f} of chance, so there is "
                          "no self-recognition for a sibling to make harder: at this scale the contrast cannot tell "
