@@ -139,6 +139,45 @@ def test_shortfall_names_judges_below_their_design_size():
     assert replace(book, targets={}).shortfall() == {}
 
 
+def test_sizes_text_names_shortfall_and_the_recorded_hardware():
+    runs = pd.DataFrame({"judge": ["a", "b", "w"], "hardware": ["cpu:testbox", "cpu:testbox", None]})
+    prof = replace(OPEN_MODELS["book"], judges={"a": 200, "b": 80}, summaries={"b": 120, "w": 30},
+                   targets={"a": 200, "b": 200})
+    text = om.sizes_text(prof, runs)
+    assert "**a** judged 200 held-out articles per dataset, **b** judged 80 held-out articles per dataset " \
+           "(and summarised 120)" in text
+    assert "**w**" not in text  # a summary-only author judges nothing
+    assert "b (80 of 200)" in text and "a (" not in text
+    assert "computed on `cpu:testbox` (the runs table above)" in text  # from the record, not from prose
+    met = om.sizes_text(replace(prof, judges={"a": 200, "b": 200}), runs)
+    assert "Short of" not in met and "cpu:testbox" not in met
+
+
+def _pooled(evaluator, r, s, half=0.002):
+    return {"dataset": "xsum", "evaluator": evaluator, "other": "all", "n": 50,
+            "recognition": r, "recognition_low": r - half, "recognition_high": r + half,
+            "preference": s, "preference_low": s - half, "preference_high": s + half}
+
+
+def test_findings_reads_each_interval_against_chance_and_the_shared_margin():
+    diag = pd.DataFrame({"evaluator": ["a", "a", "b"], "dataset": "xsum", "p_option1_wins": [1.0, 0.9, 0.5],
+                         "mean_outside": [0.8, 0.6, 0.1]})
+    near = om.findings(pd.DataFrame([_pooled("a", 0.497, 0.5), _pooled("b", 0.5, 0.503)]), diag)
+    a, b, _, closing = near.split("\n")
+    assert "R = 0.497 [0.495, 0.499] (below chance), S = 0.500 [0.498, 0.502] (compatible with chance)" in a
+    assert "option 1 wins in 95% of its prompts; 70% of the probability" in a  # means over a's two tasks
+    assert "S = 0.503 [0.501, 0.505] (above chance)" in b
+    assert closing.startswith(f"Every interval above lies within {om.CHANCE_MARGIN:.2f} of chance")
+    # one real effect (the paper's are 0.1-0.4 above chance) and the closing paragraph no longer applies
+    real = om.findings(pd.DataFrame([_pooled("a", 0.497, 0.5), _pooled("b", 0.62, 0.503)]), diag)
+    assert "(above chance)" in real and "Every interval" not in real
+    # an interval reaching past the margin on the low side is not "near chance" either
+    assert not om.near_chance(pd.Series(_pooled("a", 0.44, 0.5)), "recognition")
+    assert om.near_chance(pd.Series(_pooled("a", 0.44, 0.5)), "preference")
+    assert om.findings(pd.DataFrame([_pooled("a", 0.5, 0.5)]).assign(other="human"), diag) == \
+        "No judge in this run has pooled results."
+
+
 def test_summary_only_author_is_judged_by_the_others_but_judges_nothing(tmp_path, monkeypatch):
     from test_store import FakeModel
 

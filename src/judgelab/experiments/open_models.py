@@ -383,7 +383,76 @@ def interval_text(row, measure: str) -> str:
     return f"{getattr(row, measure):.3f} [{getattr(row, measure + '_low'):.3f}, {getattr(row, measure + '_high'):.3f}]"
 
 
-def sibling_findings(sib: pd.DataFrame, margin: float = 0.05, few: int = 20) -> str:
+#: how close to 0.5 an interval must stay, on both sides, to read as "no effect" in the chapter's prose. The
+#: paper's out-of-box effects are 0.1-0.4 above chance; a judge whose whole interval lies within 0.05 of
+#: chance shows none of that, whatever a few thousandths of position-bias asymmetry do to the point estimate.
+CHANCE_MARGIN = 0.05
+
+
+def near_chance(row, measure: str, margin: float = CHANCE_MARGIN) -> bool:
+    """Whether the interval of ``measure`` (``_low`` / ``_high`` columns) lies within ``margin`` of 0.5."""
+    return getattr(row, measure + "_low") > 0.5 - margin and getattr(row, measure + "_high") < 0.5 + margin
+
+
+def _versus_chance(row, measure: str) -> str:
+    if getattr(row, measure + "_low") > 0.5:
+        return "above chance"
+    return "below chance" if getattr(row, measure + "_high") < 0.5 else "compatible with chance"
+
+
+def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, margin: float = CHANCE_MARGIN) -> str:
+    """What the pooled pairwise results show, in words: one line per judge and dataset (Markdown).
+
+    Each line gives R and S with their intervals against chance, and beside them the two diagnostics that
+    decide how to read them: how often option 1 wins, and how much probability falls outside the options.
+    Where every judge's R and S stay within ``margin`` of chance, a closing paragraph says why an interval
+    that excludes 0.5 by a few thousandths is not evidence of self-recognition.
+    """
+    pooled = pairwise[pairwise["other"] == "all"]
+    if pooled.empty:
+        return "No judge in this run has pooled results."
+    lines = []
+    for row in pooled.itertuples():
+        d = diag[(diag["evaluator"] == row.evaluator) & (diag["dataset"] == row.dataset)]
+        lines.append(
+            f"- **{row.evaluator}**, {row.dataset} ({row.n} pairs): "
+            f"R = {interval_text(row, 'recognition')} ({_versus_chance(row, 'recognition')}), "
+            f"S = {interval_text(row, 'preference')} ({_versus_chance(row, 'preference')}); "
+            f"option 1 wins in {d['p_option1_wins'].mean():.0%} of its prompts; "
+            f"{d['mean_outside'].mean():.0%} of the probability falls outside the options.")
+    if all(near_chance(r, m, margin) for r in pooled.itertuples() for m in ("recognition", "preference")):
+        lines.append(f"\nEvery interval above lies within {margin:.2f} of chance. One that excludes 0.5 by a few "
+                     "thousandths, with option 1 winning almost every prompt, is most likely a residue of position "
+                     "bias (the two orders are not perfectly symmetric), not evidence of self-recognition: no judge "
+                     "in this run comes near the paper's effect.")
+    return "\n".join(lines)
+
+
+def sizes_text(profile: OpenModelsProfile, runs: pd.DataFrame) -> str:
+    """The chapter's sizes line: articles judged (and summarised) per model, and any shortfall (Markdown).
+
+    The hardware named in the shortfall sentence is read from ``runs`` (the stores' records of the live
+    runs), so the prose cannot drift from the record.
+    """
+    written, short = profile.writers(), profile.shortfall()
+    text = ("Sizes of this run: "
+            + ", ".join(f"**{j}** judged {n} held-out articles per dataset"
+                        + (f" (and summarised {written[j]})" if written[j] > n else "")
+                        for j, n in profile.judges.items())
+            + ". The fewer the articles, the wider the intervals below; read them before reading the bars.")
+    if not short:
+        return text
+    where = sorted(set(runs["hardware"].dropna())) if "hardware" in runs else []
+    return (text + " Short of the sizes this chapter is designed for: "
+            + ", ".join(f"{j} ({n} of {t})" for j, (n, t) in short.items())
+            + f". The `{profile.name}` profile was computed on "
+            + (" and ".join(f"`{h}`" for h in where) if where else "unrecorded hardware")
+            + " (the runs table above), where judging is slow. The stores resume: "
+            "`judgelab run open-models --profile book --extend NAME=N` computes more articles for a judge "
+            "(then raise its size in `judgelab/profiles.py`), and the `gpu` profile runs all 500 held-out articles.")
+
+
+def sibling_findings(sib: pd.DataFrame, margin: float = CHANCE_MARGIN, few: int = 20) -> str:
     """What :func:`sibling_contrast` shows, in words, one line per judge and dataset (Markdown).
 
     The contrast only means something where the judge recognises itself against unrelated authors: when
@@ -396,7 +465,7 @@ def sibling_findings(sib: pd.DataFrame, margin: float = 0.05, few: int = 20) -> 
         s, u = (next(g[g["against"] == a].itertuples()) for a in ("sibling", "unrelated"))
         head = (f"- **{judge}**, {ds}, on the {s.n} pairs with a sibling: R against the sibling "
                 f"{interval_text(s, 'recognition')}, against unrelated authors {interval_text(u, 'recognition')} -- ")
-        if u.recognition_high < 0.5 + margin and u.recognition_low > 0.5 - margin:
+        if near_chance(u, "recognition", margin):
             lines.append(head + f"R against unrelated authors is itself within {margin:.2f} of chance, so there is "
                          "no self-recognition for a sibling to make harder: at this scale the contrast cannot tell "
                          "family style from self.")
