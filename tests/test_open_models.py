@@ -174,6 +174,15 @@ def test_findings_reads_each_interval_against_chance_and_the_shared_margin():
     # an interval reaching past the margin on the low side is not "near chance" either
     assert not om.near_chance(pd.Series(_pooled("a", 0.44, 0.5)), "recognition")
     assert om.near_chance(pd.Series(_pooled("a", 0.44, 0.5)), "preference")
+    # beside the paper: which of its evaluators go beyond the same margin, and which stay within it
+    paper = pd.DataFrame([_pooled("gpt4", 0.67, 0.70), _pooled("llama", 0.51, 0.51), _pooled("gpt35", 0.53, 0.44)])
+    last = om.findings(pd.DataFrame([_pooled("a", 0.497, 0.5)]), diag, paper).split("\n")[-1]
+    assert "**gpt4** (xsum R 0.670, S 0.700) and **gpt35** (xsum R 0.530, S 0.440) reach beyond 0.05" in last
+    assert "while **llama** stays within it as well" in last
+    assert last.endswith("look like the paper's llama, not like its gpt4 and gpt35.")
+    assert "look like" not in om.findings(pd.DataFrame([_pooled("b", 0.62, 0.5)]), diag, paper)
+    assert om.findings(pd.DataFrame([_pooled("a", 0.5, 0.5)]), diag, paper.iloc[1:2]).endswith(
+        "no evaluator reaches beyond 0.05 of chance; **llama** stays within it as well.")
     assert om.findings(pd.DataFrame([_pooled("a", 0.5, 0.5)]).assign(other="human"), diag) == \
         "No judge in this run has pooled results."
 

@@ -384,8 +384,9 @@ def interval_text(row, measure: str) -> str:
 
 
 #: how close to 0.5 an interval must stay, on both sides, to read as "no effect" in the chapter's prose. The
-#: paper's out-of-box effects are 0.1-0.4 above chance; a judge whose whole interval lies within 0.05 of
-#: chance shows none of that, whatever a few thousandths of position-bias asymmetry do to the point estimate.
+#: paper's GPT-4 evaluator lies far beyond it on both datasets (see the re-analysis chapter); a judge whose
+#: whole interval stays within it shows no effect of that kind, whatever a few thousandths of position-bias
+#: asymmetry do to the point estimate. :func:`findings` says which of the paper's evaluators stay within it too.
 CHANCE_MARGIN = 0.05
 
 
@@ -400,15 +401,32 @@ def _versus_chance(row, measure: str) -> str:
     return "below chance" if getattr(row, measure + "_high") < 0.5 else "compatible with chance"
 
 
-def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, margin: float = CHANCE_MARGIN) -> str:
+def _and(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def _pooled(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["other"] == "all"]
+
+
+def _beyond_margin(pooled: pd.DataFrame, margin: float) -> dict[str, bool]:
+    """Evaluator -> whether any of its pooled R or S intervals reaches beyond ``margin`` of chance."""
+    return {ev: not all(near_chance(r, m, margin) for r in g.itertuples() for m in ("recognition", "preference"))
+            for ev, g in pooled.groupby("evaluator", sort=False)}
+
+
+def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, paper: pd.DataFrame | None = None,
+             margin: float = CHANCE_MARGIN) -> str:
     """What the pooled pairwise results show, in words: one line per judge and dataset (Markdown).
 
     Each line gives R and S with their intervals against chance, and beside them the two diagnostics that
     decide how to read them: how often option 1 wins, and how much probability falls outside the options.
     Where every judge's R and S stay within ``margin`` of chance, a closing paragraph says why an interval
-    that excludes 0.5 by a few thousandths is not evidence of self-recognition.
+    that excludes 0.5 by a few thousandths is not evidence of self-recognition. With ``paper`` (the
+    re-analysis pairwise table) a last paragraph says which of the paper's evaluators go beyond the same
+    margin and which stay within it as well, so "no effect here" is read against the right comparison.
     """
-    pooled = pairwise[pairwise["other"] == "all"]
+    pooled = _pooled(pairwise)
     if pooled.empty:
         return "No judge in this run has pooled results."
     lines = []
@@ -420,11 +438,31 @@ def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, margin: float = CHANCE_
             f"S = {interval_text(row, 'preference')} ({_versus_chance(row, 'preference')}); "
             f"option 1 wins in {d['p_option1_wins'].mean():.0%} of its prompts; "
             f"{d['mean_outside'].mean():.0%} of the probability falls outside the options.")
-    if all(near_chance(r, m, margin) for r in pooled.itertuples() for m in ("recognition", "preference")):
+    ours_near = not any(_beyond_margin(pooled, margin).values())
+    if ours_near:
         lines.append(f"\nEvery interval above lies within {margin:.2f} of chance. One that excludes 0.5 by a few "
                      "thousandths, with option 1 winning almost every prompt, is most likely a residue of position "
-                     "bias (the two orders are not perfectly symmetric), not evidence of self-recognition: no judge "
-                     "in this run comes near the paper's effect.")
+                     "bias (the two orders are not perfectly symmetric), not evidence of self-recognition.")
+    if paper is not None and not _pooled(paper).empty:
+        theirs = _pooled(paper)
+        beyond = _beyond_margin(theirs, margin)
+        far = [ev for ev, b in beyond.items() if b]
+        near = [ev for ev, b in beyond.items() if not b]
+
+        def values(ev: str) -> str:
+            return "; ".join(f"{r.dataset} R {r.recognition:.3f}, S {r.preference:.3f}"
+                             for r in theirs[theirs["evaluator"] == ev].itertuples())
+
+        text = "\nIn the paper's released outputs (re-analysis chapter), "
+        text += (_and([f"**{ev}** ({values(ev)})" for ev in far]) + (" reaches" if len(far) == 1 else " reach")
+                 + f" beyond {margin:.2f} of chance" if far else f"no evaluator reaches beyond {margin:.2f} of chance")
+        if near:
+            text += ((", while " if far else "; ") + _and([f"**{ev}**" for ev in near])
+                     + (" stays" if len(near) == 1 else " stay") + " within it as well")
+        text += "."
+        if ours_near and far and near:
+            text += f" At this scale the open judges look like the paper's {_and(near)}, not like its {_and(far)}."
+        lines.append(text)
     return "\n".join(lines)
 
 
