@@ -168,7 +168,7 @@ def test_findings_reads_each_interval_against_chance_and_the_shared_margin():
     assert "option 1 wins in 95% of its prompts; 70% of the probability" in a  # means over a's two tasks
     assert "S = 0.503 [0.501, 0.505] (above chance)" in b
     assert closing.startswith(f"Every interval above lies within {om.CHANCE_MARGIN:.2f} of chance")
-    # one real effect (the paper's are 0.1-0.4 above chance) and the closing paragraph no longer applies
+    # one real effect (the paper's GPT-4 is 0.17-0.41 above chance) and the closing paragraph no longer applies
     real = om.findings(pd.DataFrame([_pooled("a", 0.497, 0.5), _pooled("b", 0.62, 0.503)]), diag)
     assert "(above chance)" in real and "Every interval" not in real
     # an interval reaching past the margin on the low side is not "near chance" either

@@ -406,6 +406,7 @@ def _and(items: Sequence[str]) -> str:
 
 
 def _pooled(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows pooled over every other author (``other == "all"``) of a pairwise table."""
     return table[table["other"] == "all"]
 
 
@@ -443,8 +444,8 @@ def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, paper: pd.DataFrame | N
         lines.append(f"\nEvery interval above lies within {margin:.2f} of chance. One that excludes 0.5 by a few "
                      "thousandths, with option 1 winning almost every prompt, is most likely a residue of position "
                      "bias (the two orders are not perfectly symmetric), not evidence of self-recognition.")
-    if paper is not None and not _pooled(paper).empty:
-        theirs = _pooled(paper)
+    theirs = _pooled(paper) if paper is not None else paper
+    if theirs is not None and not theirs.empty:
         beyond = _beyond_margin(theirs, margin)
         far = [ev for ev, b in beyond.items() if b]
         near = [ev for ev, b in beyond.items() if not b]
@@ -484,7 +485,7 @@ def sizes_text(profile: OpenModelsProfile, runs: pd.DataFrame) -> str:
     return (text + " Short of the sizes this chapter is designed for: "
             + ", ".join(f"{j} ({n} of {t})" for j, (n, t) in short.items())
             + f". The `{profile.name}` profile was computed on "
-            + (" and ".join(f"`{h}`" for h in where) if where else "unrecorded hardware")
+            + (_and([f"`{h}`" for h in where]) if where else "unrecorded hardware")
             + " (the runs table above), where judging is slow. The stores resume: "
             "`judgelab run open-models --profile book --extend NAME=N` computes more articles for a judge "
             "(then raise its size in `judgelab/profiles.py`), and the `gpu` profile runs all 500 held-out articles.")
@@ -528,8 +529,8 @@ def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """
     cols = ["dataset", "evaluator", "n", "recognition", "recognition_low", "recognition_high",
             "preference", "preference_low", "preference_high"]
-    a = paper[paper["other"] == "all"][cols].assign(study="paper (released outputs)")
-    b = ours[ours["other"] == "all"][cols].assign(study="open judge (this book)")
+    a = _pooled(paper)[cols].assign(study="paper (released outputs)")
+    b = _pooled(ours)[cols].assign(study="open judge (this book)")
     return pd.concat([a, b], ignore_index=True)
 
 
