@@ -444,7 +444,7 @@ def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, paper: pd.DataFrame | N
         lines.append(f"\nEvery interval above lies within {margin:.2f} of chance. One that excludes 0.5 by a few "
                      "thousandths, with option 1 winning almost every prompt, is most likely a residue of position "
                      "bias (the two orders are not perfectly symmetric), not evidence of self-recognition.")
-    theirs = _pooled(paper) if paper is not None else paper
+    theirs = _pooled(paper) if paper is not None else None
     if theirs is not None and not theirs.empty:
         beyond = _beyond_margin(theirs, margin)
         far = [ev for ev, b in beyond.items() if b]
