@@ -65,9 +65,6 @@ OPEN_MODELS: dict[str, OpenModelsProfile] = {
         # of the targets. The stores resume: extend one judge with
         # `judgelab run open-models --profile book --extend NAME=N`, then raise its number here.
         {"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200, "qwen2.5-coder-1.5b-instruct": 35},
-        # the larger Qwen may write summaries of more articles than it judges (cheap) for the sibling contrast;
-        # it now judges every article it summarised, so this only has to keep up with its judged number
-        summaries={"qwen2.5-coder-1.5b-instruct": 35},
         replay=True,
         targets={"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200, "qwen2.5-coder-1.5b-instruct": 50},
     ),
