@@ -64,7 +64,7 @@ OPEN_MODELS: dict[str, OpenModelsProfile] = {
         # What was computed on this project's 2-core CPU (AVX, no AVX2; no GPU lent), which may fall short
         # of the targets. The stores resume: extend one judge with
         # `judgelab run open-models --profile book --extend NAME=N`, then raise its number here.
-        {"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200, "qwen2.5-coder-1.5b-instruct": 45},
+        {"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200, "qwen2.5-coder-1.5b-instruct": 50},
         replay=True,
         targets={"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200, "qwen2.5-coder-1.5b-instruct": 50},
     ),
