@@ -61,8 +61,8 @@ OPEN_MODELS: dict[str, OpenModelsProfile] = {
     "ci": OpenModelsProfile("ci", {"smollm2-135m-instruct": 2}, replay=False),
     "book": OpenModelsProfile(
         "book",
-        # What was computed on this project's 2-core CPU (AVX, no AVX2; no GPU lent), which may fall short
-        # of the targets. The stores resume: extend one judge with
+        # What was computed on this project's 2-core CPU (AVX, no AVX2; no GPU lent); it meets the targets.
+        # Should a target rise, the stores resume: extend one judge with
         # `judgelab run open-models --profile book --extend NAME=N`, then raise its number here.
         {"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200, "qwen2.5-coder-1.5b-instruct": 50},
         replay=True,
