@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -42,6 +43,7 @@ class FakeServer:
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (path, prompt key, body)
         self.top = list(GOOD_TOP)
         self.text = "A fine summary."
+        self.models: list[str] | None = ["fake-model"]  # what /v1/models lists; None: no such endpoint (404)
         self.lock = threading.Lock()
         fake = self
 
@@ -62,7 +64,11 @@ class FakeServer:
                     pass  # the client gave up (time-out test)
 
             def do_GET(self) -> None:
-                models = {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
+                if fake.models is None:
+                    err = {"error": {"message": "no such endpoint", "type": "not_found", "code": None}}
+                    self._send(404, json.dumps(err).encode())
+                    return
+                models = {"object": "list", "data": [{"id": i, "object": "model"} for i in fake.models]}
                 self._send(200, json.dumps(models).encode())
 
             def do_POST(self) -> None:
@@ -132,6 +138,77 @@ def server():
     s = FakeServer()
     yield s
     s.close()
+
+
+class Blackhole:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers.
+
+    ``trickle``: send ``HTTP/1.1 200 OK`` and then one byte of a never-ending header line every ``trickle``
+    seconds -- a server that is alive, so no read time-out ever fires, but never finishes an answer.
+    """
+
+    def __init__(self, trickle: float | None = None) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.trickle = trickle
+        self.conns: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                pass
+            else:
+                self.conns.append(conn)
+                if self.trickle:
+                    threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self.stop.wait(self.trickle):
+                conn.sendall(b"a")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(1)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def blackhole():
+    b = Blackhole()
+    yield b
+    b.close()
+
+
+def _within(seconds: float, fn):
+    """Run ``fn()`` in a thread; fail (instead of hanging the suite) if it has not returned in ``seconds``.
+    Returns (elapsed seconds, the exception it raised or None)."""
+    box: dict[str, Any] = {}
+
+    def run():
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except BaseException as err:  # noqa: BLE001
+            box["error"] = err
+        box["elapsed"] = time.perf_counter() - t0
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"the call was still running after {seconds} s: no hard deadline"
+    return box["elapsed"], box.get("error")
 
 
 def make(server: FakeServer, **kw: Any) -> OpenAICompatibleModel:
@@ -340,17 +417,119 @@ def test_store_records_only_good_calls_exactly_once(server, tmp_path):
 # --- identity ----------------------------------------------------------------------------------------------
 def test_fingerprint_and_keys(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    a = OpenAICompatibleModel("m", base_url="http://127.0.0.1:1234/v1")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    a = OpenAICompatibleModel("m", base_url="http://127.0.0.1:1234/v1", provider_model="m")
     b = OpenAICompatibleModel("m", base_url="http://localhost:9999/v1", fingerprint_extra={"gguf_sha256": "ab"})
-    assert a.fingerprint == {"backend": "openai-compatible", "model": "m", "base_url": "localhost", "chat": True}
-    assert b.fingerprint["gguf_sha256"] == "ab" and a.fingerprint_id != b.fingerprint_id
+    assert a.fingerprint == {"backend": "openai-compatible", "model": "m", "base_url": "localhost", "chat": True,
+                             "endpoint": "http://localhost:1234/v1", "provider_model": "m"}
+    # weights pinned by hash on this machine: no port (serve_gguf takes a free one), no server-side name
+    assert b.fingerprint == {"backend": "openai-compatible", "model": "m", "base_url": "localhost", "chat": True,
+                             "gguf_sha256": "ab"}
+    assert a.fingerprint_id != b.fingerprint_id
     assert a.client.api_key == "not-needed" and a.client.max_retries == 0
-    assert OpenAICompatibleModel("m", base_url="http://127.0.0.1:5/v1", chat=False).fingerprint_id != a.fingerprint_id
+    other_port = OpenAICompatibleModel("m", base_url="http://127.0.0.1:1235/v1", provider_model="m")
+    assert other_port.fingerprint_id != a.fingerprint_id  # another server, maybe other weights
+    chat_off = OpenAICompatibleModel("m", base_url="http://127.0.0.1:1234/v1", chat=False, provider_model="m")
+    assert chat_off.fingerprint_id != a.fingerprint_id
     with pytest.raises(BackendError, match="OPENAI_API_KEY"):
         OpenAICompatibleModel("gpt-4o-mini")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    o = OpenAICompatibleModel("gpt-4o-mini")
+    o = OpenAICompatibleModel("gpt-4o-mini", provider_model="gpt-4o-mini")
     assert o.fingerprint["base_url"] == "api.openai.com" and o.client.api_key == "sk-test"
+    assert o.fingerprint["endpoint"] == "https://api.openai.com/v1"
+    with pytest.raises(ValueError, match="not an http"):
+        OpenAICompatibleModel("m", base_url="127.0.0.1:8080")
+
+
+def test_openai_base_url_from_environment_is_not_filed_as_openai(server, monkeypatch, tmp_path):
+    """OPENAI_BASE_URL pointing at a local server: the answers come from it, and the store says so."""
+    from judgelab.models import get_model
+
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    port = server.base_url.split(":")[-1].split("/")[0]
+    m = get_model("openai:gpt-4o-mini", store=tmp_path / "s.sqlite", timeout=2, max_attempts=1)
+    assert m.generate(["hello"]) == [server.text]  # the local server answered
+    fp = m.fingerprint
+    assert fp["base_url"] == "localhost" and fp["endpoint"] == f"http://localhost:{port}/v1"
+    assert fp["provider_model"] == "fake-model"  # the one model the server lists, not the name asked for
+    real = OpenAICompatibleModel("gpt-4o-mini", base_url="https://api.openai.com/v1", provider_model="gpt-4o-mini")
+    assert real.fingerprint_id != m.fingerprint_id  # a later real run does not replay the local answers
+    [(_, stored_name, stored_fp, _)] = [tuple(r.values()) for r in m.store.models()]
+    assert stored_fp["endpoint"] == fp["endpoint"] and stored_fp["base_url"] != "api.openai.com"
+
+
+def test_provider_model_is_what_the_server_lists(server):
+    server.models = ["other", "fake-model"]
+    assert make(server).fingerprint["provider_model"] == "fake-model"  # the asked name is listed
+    server.models = ["a", "b"]
+    assert make(server).fingerprint["provider_model"] is None  # several, not this one: nothing to claim
+    server.models = None  # no /v1/models endpoint (HTTP 404)
+    assert make(server).fingerprint["provider_model"] is None
+    server.models = ["x"]
+    m = make(server)
+    assert m.fingerprint["provider_model"] == "x"
+    before = len(server.requests)
+    server.models = ["changed"]
+    assert m.fingerprint["provider_model"] == "x" and len(server.requests) == before  # asked once
+
+
+def test_provider_model_lookup_on_a_dead_server_is_a_backend_error(server):
+    url = server.base_url
+    server.close()
+    m = OpenAICompatibleModel("fake-model", base_url=url, timeout=0.5, max_attempts=1)
+    with pytest.raises(BackendError, match="list models"):
+        m.fingerprint
+
+
+# --- hard deadlines ----------------------------------------------------------------------------------------
+def test_silent_server_is_bounded_by_the_call_deadline(blackhole):
+    """A server that accepts and never answers: the call ends at max_total_s, not timeout x attempts."""
+    m = OpenAICompatibleModel("m", base_url=blackhole.base_url, timeout=5, max_attempts=4, max_total_s=0.8,
+                              backoff_initial=0.01, backoff_max=0.02, backoff_jitter=0.0, provider_model="m")
+    elapsed, err = _within(4, lambda: m.generate(["q"]))
+    assert isinstance(err, BackendError) and elapsed < 1.6, (elapsed, err)
+    assert "timed out" in str(err) and "max_total_s=0.8s" in str(err) and blackhole.base_url.split("/v1")[0] in str(err)
+
+
+def test_silent_server_retries_within_the_deadline(blackhole):
+    m = OpenAICompatibleModel("m", base_url=blackhole.base_url, timeout=0.3, max_attempts=10, max_total_s=1.0,
+                              backoff_initial=0.01, backoff_max=0.02, backoff_jitter=0.0, provider_model="m")
+    elapsed, err = _within(4, lambda: m.option_probs(["q"], ["1", "2"]))
+    assert isinstance(err, BackendError) and 0.9 < elapsed < 1.6, (elapsed, err)
+    assert 3 <= err.attempts <= 4 and "hard per-attempt deadline" in str(err)
+
+
+def test_trickling_server_is_bounded_by_the_attempt_deadline():
+    """A server that sends a byte now and then never trips httpx's read time-out; the hard deadline ends it."""
+    slow = Blackhole(trickle=0.05)
+    try:
+        m = OpenAICompatibleModel("m", base_url=slow.base_url, timeout=0.5, max_attempts=1, max_total_s=30,
+                                  provider_model="m")
+        elapsed, err = _within(4, lambda: m.generate(["q"]))
+        assert isinstance(err, BackendError) and elapsed < 1.2, (elapsed, err)
+        assert "failed after 1 attempt: timed out" in str(err)
+    finally:
+        slow.close()
+
+
+def test_run_deadline_bounds_every_call_together(blackhole):
+    m = OpenAICompatibleModel("m", base_url=blackhole.base_url, timeout=0.4, max_attempts=1, max_total_s=30,
+                              max_run_s=1.0, provider_model="m")
+    errors = []
+
+    def calls():
+        for _ in range(5):
+            try:
+                m.generate(["q"])
+            except BackendError as err:
+                errors.append(err)
+
+    elapsed, _ = _within(4, calls)
+    assert len(errors) == 5 and elapsed < 1.5, (elapsed, errors)
+    assert "max_run_s=1s" in str(errors[-1]) and "not started" in str(errors[-1])
+    with pytest.raises(ValueError, match="max_run_s"):
+        OpenAICompatibleModel("m", base_url=blackhole.base_url, max_run_s=0)
 
 
 def test_zoo_fingerprint_extra():
@@ -359,9 +538,11 @@ def test_zoo_fingerprint_extra():
     m = OpenAICompatibleModel.for_zoo("gemma-3-270m", "http://127.0.0.1:1/v1", verify=False)
     assert m.chat is False and m.name == "gemma-3-270m" and m.fingerprint["zoo"] == "gemma-3-270m"
     v = OpenAICompatibleModel.for_zoo("smollm2-135m-instruct", "http://10.0.0.5:8000/v1", verify=False,
-                                      model_name="HuggingFaceTB/SmolLM2-135M-Instruct")
+                                      model_name="HuggingFaceTB/SmolLM2-135M-Instruct", provider_model="hf-smollm2")
     assert v.name == "smollm2-135m-instruct" and v.model_name == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert v.fingerprint["base_url"] == "10.0.0.5" and v.chat is True
+    # a remote server: the weights are named, but where they are served and under what id is identity too
+    assert v.fingerprint["endpoint"] == "http://10.0.0.5:8000/v1" and v.fingerprint["provider_model"] == "hf-smollm2"
 
 
 def test_get_model_resolves_openai_specs(monkeypatch):

@@ -190,8 +190,9 @@ def test_keys_depend_on_everything_that_determines_the_answer(tmp_path):
         sm.generate(PROMPTS[:4], GenerationConfig(max_new_tokens=10))
         sm.generate(PROMPTS[:4], GenerationConfig(max_new_tokens=11))
         assert fake.generate_calls == 8 and store.count(kind="generate") == 8
-        # another model version: another fingerprint, nothing shared
-        other = FakeModel(version=2)
+        # another model version: another fingerprint, nothing shared (under its own name: a store keeps one
+        # fingerprint per model name, see test_store_faults)
+        other = FakeModel("fake-judge-v2", version=2)
         StoredModel(other, store, progress=False).option_probs(PROMPTS[:4], ("1", "2"))
         assert other.judge_calls == 4
         assert len(store.models()) == 2

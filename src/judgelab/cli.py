@@ -11,6 +11,7 @@
                                                  run or replay the open-models experiment
     judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
     judgelab store info PATH                     models, calls per kind and metadata of a call store
+    judgelab store migrate PATH ...              rewrite call stores of an older layout in the current one
 
 Exit status: 0 on success, 1 when a check or a run failed (the error is printed), 2 on a usage error.
 Heavy imports (torch, transformers, pandas) happen inside the commands that need them, so ``judgelab data``
@@ -292,6 +293,21 @@ def cmd_store_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_migrate(args: argparse.Namespace) -> int:
+    """Rewrite call stores in the current layout (:func:`judgelab.store.migrate`); say what changed in each."""
+    from judgelab.store import migrate
+
+    for path in args.paths:
+        r = migrate(path)
+        if not r["changed"]:
+            print(f"{path}: already schema version {r['from_version']}, unchanged")
+            continue
+        print(f"{path}: {r['calls_before']} calls -> {r['calls_after']} ({r['text_keys_converted']} TEXT keys "
+              f"converted, {r['duplicates_removed']} duplicates removed, indexes dropped: "
+              f"{', '.join(r['indexes_dropped']) or 'none'}); every key -> record unchanged")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="judgelab", description="A reproducible replication of LLM-as-judge studies.")
@@ -343,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path, metavar="PATH")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_store_info)
+    p = store.add_parser("migrate", help="rewrite stores of an older layout in the current one (checked)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.set_defaults(func=cmd_store_migrate)
     return parser
 
 

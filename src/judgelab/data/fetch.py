@@ -21,6 +21,7 @@ import gzip
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 
 import pooch
@@ -57,7 +58,14 @@ def sha256_of(path: Path) -> str:
 
 
 def _from_mirror(mirror: Path, source: str, path: str, dest: Path, expected: str, looked: list[str]) -> bool:
-    """Copy (and gunzip) one mirror file into ``dest`` if its raw content has the expected hash."""
+    """Copy (and gunzip) one mirror file into ``dest`` if its raw content has the expected hash.
+
+    Any failure to read a candidate -- a truncated or corrupt gzip (``EOFError``, ``gzip.BadGzipFile``, or
+    ``zlib.error`` from a damaged deflate stream, which is *not* an ``OSError``), an unreadable file -- is a
+    failed copy like a wrong hash: it is noted with the file's name in ``looked`` and the next candidate,
+    mirror or upstream is tried. The temporary ``.part-*`` file is removed on every path that does not
+    rename it into place.
+    """
     for candidate, opener in ((mirror / source / f"{path}.gz", gzip.open), (mirror / source / path, open)):
         if not candidate.is_file():
             looked.append(f"mirror {candidate}: absent")
@@ -66,19 +74,19 @@ def _from_mirror(mirror: Path, source: str, path: str, dest: Path, expected: str
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
         tmp = Path(tmp_name)
         try:
-            with opener(candidate, "rb") as src, os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, opener(candidate, "rb") as src:
                 shutil.copyfileobj(src, out)
             got = sha256_of(tmp)
-        except (OSError, EOFError) as err:  # a truncated or non-gzip file
-            tmp.unlink(missing_ok=True)
-            looked.append(f"mirror {candidate}: unreadable ({err})")
+            if got != expected:
+                looked.append(f"mirror {candidate}: sha256 of content is {got}, not the pinned one")
+                continue
+            os.replace(tmp, dest)  # atomic: a reader never sees a half-written file
+            return True
+        except (OSError, EOFError, zlib.error) as err:  # truncated, corrupt or non-gzip file; unreadable
+            looked.append(f"mirror {candidate}: unreadable ({type(err).__name__}: {err})")
             continue
-        if got != expected:
-            tmp.unlink(missing_ok=True)
-            looked.append(f"mirror {candidate}: sha256 of content is {got}, not the pinned one")
-            continue
-        os.replace(tmp, dest)  # atomic: a reader never sees a half-written file
-        return True
+        finally:
+            tmp.unlink(missing_ok=True)  # no-op once renamed into place
     return False
 
 

@@ -623,7 +623,8 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         me = om.short_name(judge)
         # the base judge: its own summaries through its open-models store (the chapter-3 store; its run
         # metadata is left alone)
-        base_store = CallStore(om.store_path(judge, base_results_dir))
+        base_store = CallStore(om.store_path(judge, base_results_dir), readonly=prof.replay,
+                               identity=om.judge_identity(judge))
         if prof.replay:
             tm = None
             base = StoredModel(None, base_store, replay=True, name=_stored_name(base_store, judge),
@@ -635,7 +636,9 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         own_eval = {ds: om.write_summaries(base, ds, eval_keys[ds]) for ds in prof.eval_datasets}
         base.store.close()
 
-        store = CallStore(results_dir / "stores" / f"{me}.sqlite")
+        # named and checked as the open-models stores are (see open_models.store_path): distinct judges,
+        # distinct files; replay opens it read-only and never creates it
+        store = CallStore(om.store_path(judge, results_dir), readonly=prof.replay, identity=om.judge_identity(judge))
         if not prof.replay:
             store.set_meta(f"run:{prof.name}", {"profile": prof.name, "hardware": hardware(),
                                                "date": time.strftime("%Y-%m-%d")})

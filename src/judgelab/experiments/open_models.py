@@ -86,20 +86,74 @@ def held_out_keys(dataset: str, n: int, first: int = 500) -> list[str]:
 
 
 def short_name(spec: str) -> str:
-    """A judge's author name in tables: the zoo name, or the last part of a hub / API model id."""
-    return spec.split(":", 1)[-1].split("@")[0].split("/")[-1].lower()
+    """A judge's author name in tables: readable, and distinct for distinct hub models.
+
+    A zoo name (also as ``zoo:NAME`` / ``zoo-hub:NAME``) is itself; a hub model ``hf:ORG/NAME`` (or
+    ``ORG/NAME``, the name a loaded hub model carries) is ``name@org``, so that two organisations' models of
+    one name stay two judges (they did not: ``hf:orgA/judge`` and ``hf:orgB/judge`` merged into one judge
+    with one R) and the name still starts with its family (:func:`family`); an API model is its model id
+    (``openai:gpt-4o-mini@URL`` -> ``gpt-4o-mini``: a loaded API model is named by its id alone, and the
+    tables must name it the same live and replayed). Anything else -- a name this function made, a
+    fine-tuned variant's name -- is returned lower-cased, so ``short_name(short_name(x)) == short_name(x)``.
+    """
+    spec = spec.strip()
+    if spec.startswith("openai:"):
+        return spec.removeprefix("openai:").partition("@")[0].split("/")[-1].lower()
+    for prefix in ("zoo:", "zoo-hub:"):
+        if spec.startswith(prefix):
+            return spec.removeprefix(prefix).lower()
+    hub = spec.removeprefix("hf:")
+    if "/" in hub:
+        org, _, name = hub.partition("@")[0].rpartition("/")
+        return f"{name}@{org}".lower()
+    return spec.lower()
+
+
+def judge_identity(spec: str) -> str:
+    """A model string with everything that picks the model made explicit: what its store is named after.
+
+    ``openai:MODEL`` gets the endpoint it will reach: ``@URL`` if given, else ``$OPENAI_BASE_URL`` (read
+    as the openai client reads it), else ``https://api.openai.com/v1`` -- so answers of a local server are
+    never filed as OpenAI's. ``ORG/NAME`` becomes ``hf:ORG/NAME`` (the same hub model, as
+    :func:`judgelab.models.get_model` resolves it); zoo names and anything else are themselves.
+    """
+    import os
+
+    spec = spec.strip()
+    if spec.startswith("openai:"):
+        model, _, url = spec.removeprefix("openai:").partition("@")
+        url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return f"openai:{model}@{url.rstrip('/')}"
+    if not spec.startswith(("zoo:", "zoo-hub:", "hf:")) and "/" in spec:
+        return f"hf:{spec}"
+    return spec
 
 
 def store_path(judge: str, results_dir: Path | str | None = None) -> Path:
-    """The judge's call store: ``<results_dir>/stores/<judge>.sqlite`` (default: the committed book stores)."""
+    """The judge's call store under ``<results_dir>/stores`` (default: the committed book stores).
+
+    A bare zoo name keeps the plain name ``<zoo name>.sqlite``: a zoo name is a full identity (which
+    weights ran, offline GGUF or hub, is in the fingerprint inside, and a store keeps one fingerprint per
+    model name), and the committed book stores are named so. Every other model string is named after its
+    full :func:`judge_identity`: ``<short name>-<first 8 hex of its sha256>.sqlite`` (``:`` and other
+    characters a file name should not hold become ``-``), so two models can no longer share a file
+    (``hf:orgA/judge`` and ``hf:orgB/judge`` did; so did a zoo name and ``openai:<that name>@URL``), and no
+    such name can be a zoo name's (zoo names do not end in ``-`` and 8 hex digits; a test checks).
+    """
+    from judgelab.models.base import sha256_hex
+    from judgelab.models.zoo import ZOO
+
     base = Path(results_dir) if results_dir is not None else default_results_dir("book")
-    return base / "stores" / f"{short_name(judge)}.sqlite"
+    if judge in ZOO:
+        return base / "stores" / f"{judge}.sqlite"
+    readable = re.sub(r"[^a-z0-9._-]+", "-", short_name(judge)).strip("-.") or "model"
+    return base / "stores" / f"{readable}-{sha256_hex(judge_identity(judge))[:8]}.sqlite"
 
 
 def open_judge(judge: str, profile: OpenModelsProfile, results_dir: Path | str | None = None,
                progress: bool = True) -> StoredModel:
     """The judge behind its call store: replayed (no weights loaded) or live (weights loaded, misses computed)."""
-    store = CallStore(store_path(judge, results_dir))
+    store = CallStore(store_path(judge, results_dir), readonly=profile.replay, identity=judge_identity(judge))
     if profile.replay:
         return StoredModel(None, store, replay=True, name=judge, progress=progress, chunk_size=profile.chunk_size)
     model = get_model(judge, device=profile.device)
