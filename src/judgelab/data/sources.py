@@ -96,6 +96,16 @@ _PINS: dict[str, tuple[str, str | None, str]] = {
         "761dc5bfbdeeffa89b8bff5d038781a4055f796a",
         "Alpaca's 175 human-written seed tasks",
     ),
+    "tmu_gfm": (
+        "tmu-nlp/TMU-GFM-Dataset",
+        "e22b35502e0fcdbf79bfe2a2bc1771c7ad301786",
+        "TMU-GFM: 4,221 GEC outputs, 5 raters each on 0-4 grammaticality, fluency, meaning",
+    ),
+    "complex": (
+        "MMU-TDMLab/CompLex",
+        "4b31c2bd34da4c1265f9db3d727d95ee23099f14",
+        "CompLex (SemEval-2021 LCP): 917 single + 184 multi-word test items with gold complexity 0-1",
+    ),
 }
 
 
