@@ -144,13 +144,19 @@ def _fingerprint_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
 def _connect_readonly(path: Path) -> sqlite3.Connection:
     """``mode=ro``; ``immutable=1`` only where ``mode=ro`` cannot open (a WAL file in a read-only folder)."""
     uri = f"file:{path.resolve()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return conn
-    except sqlite3.OperationalError as err:
-        if "unable to open" not in str(err) or os.access(path.parent, os.W_OK):
+    except sqlite3.OperationalError:
+        # a WAL file whose -shm index cannot be created: "unable to open database file" or "attempt to write
+        # a readonly database", depending on the SQLite version
+        conn.close()
+        if os.access(path.parent, os.W_OK):
             raise
+    except BaseException:
+        conn.close()
+        raise
     # the folder is read-only, so no SQLite writer can be changing the file: reading it as immutable is exact
     conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
     conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()

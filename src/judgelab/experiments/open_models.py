@@ -112,18 +112,21 @@ def short_name(spec: str) -> str:
 def judge_identity(spec: str) -> str:
     """A model string with everything that picks the model made explicit: what its store is named after.
 
-    ``openai:MODEL`` gets the endpoint it will reach: ``@URL`` if given, else ``$OPENAI_BASE_URL`` (read
-    as the openai client reads it), else ``https://api.openai.com/v1`` -- so answers of a local server are
-    never filed as OpenAI's. ``ORG/NAME`` becomes ``hf:ORG/NAME`` (the same hub model, as
+    ``openai:MODEL`` gets the endpoint it will reach, resolved as the backend resolves it: ``@URL`` if
+    given, else ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``, normalised by
+    :func:`~judgelab.models.openai_backend.normalise_endpoint` -- so answers of a local server are never
+    filed as OpenAI's. ``ORG/NAME`` becomes ``hf:ORG/NAME`` (the same hub model, as
     :func:`judgelab.models.get_model` resolves it); zoo names and anything else are themselves.
     """
     import os
 
     spec = spec.strip()
     if spec.startswith("openai:"):
+        from judgelab.models.openai_backend import OPENAI_DEFAULT_BASE_URL, normalise_endpoint
+
         model, _, url = spec.removeprefix("openai:").partition("@")
-        url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        return f"openai:{model}@{url.rstrip('/')}"
+        url = url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
+        return f"openai:{model}@{normalise_endpoint(url)}"
     if not spec.startswith(("zoo:", "zoo-hub:", "hf:")) and "/" in spec:
         return f"hf:{spec}"
     return spec
