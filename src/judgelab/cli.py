@@ -99,24 +99,25 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
 
 # --- zoo ---------------------------------------------------------------------------------------------------
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from judgelab.models.zoo import ZOO, ZooError, model_cache_dir
+    from judgelab.models.zoo import ZOO, describe_tensor_types, model_cache_dir
 
+    # cheap on purpose: presence of the weight packages only -- nothing assembled, nothing hashed
+    # (verification happens at load and in `zoo prepare`)
     rows = []
     for entry in ZOO.values():
-        try:
-            entry.gguf_path()
-            offline = "yes"
-        except ZooError:
-            offline = "no"
+        offline = "installed" if entry.offline_available() else "no"
         converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}" / "config.json"
         rows.append({"name": entry.name, "hub_id": entry.hub_id, "chat": "yes" if entry.chat else "no (base)",
                      "offline": offline, "converted": "yes" if converted.is_file() else "no",
-                     "quantisation": entry.quantisation})
-    print(_table(rows, ["name", "hub_id", "chat", "offline", "converted", "quantisation"]))
+                     "quantisation": entry.quantisation, "tensor types": describe_tensor_types(entry.tensor_types)})
+    print(_table(rows, ["name", "hub_id", "chat", "offline", "converted", "quantisation", "tensor types"]))
     missing = [e for e in ZOO.values() if rows[list(ZOO).index(e.name)]["offline"] == "no"]
+    if missing:
+        print("not installed (install the offline weights with):")
     for e in missing:
         print(f"  {e.name}: {e.pip}")
-    print(f"\ncache: {model_cache_dir()}")
+    print("\nquantisation: the type the GGUF declares; tensor types: share of the tensor bytes, read from the file")
+    print(f"cache: {model_cache_dir()} (verify and convert: judgelab zoo prepare NAME)")
     return 0
 
 

