@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
+from conftest import require
 from judgelab.cli import main
 from judgelab.data import SOURCE_NAMES
 
@@ -30,8 +32,8 @@ def test_data_list_files(capsys):
 def test_data_verify_offline_small_source(capsys):
     code = main(["data", "verify", "alpaca_seed", "--offline", "--quiet"])
     out, err = capsys.readouterr()
-    if code != 0 and "no intact copy" in err:
-        pytest.skip("alpaca_seed is neither cached nor mirrored on this machine")
+    require(not (code != 0 and "no intact copy" in err),
+            f"alpaca_seed is neither cached nor mirrored on this machine: {err.strip()}")
     assert code == 0, err
     assert "ok alpaca_seed: 1 files" in out
 
@@ -140,8 +142,7 @@ def test_run_unknown_experiment_module(monkeypatch, capsys):
 
 def test_console_script():
     exe = shutil.which("judgelab") or shutil.which("judgelab", path=str(__import__("pathlib").Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("the judgelab console script is not installed")
+    require(exe is not None, "the judgelab console script is not installed")
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     for cmd in ("data", "zoo", "reanalysis", "run", "store"):
@@ -205,22 +206,99 @@ def test_run_open_models_extend_computes_live_then_writes_all_judges(tmp_path, m
     monkeypatch.setattr(open_models, "write_tables",
                         lambda profile, results_dir: written.append((profile, results_dir)) or {})
     args = ["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path),
-            "--extend", "smollm2-135m-instruct=40", "qwen2.5-coder-0.5b-instruct=7",
-            "--summaries", "qwen2.5-coder-1.5b-instruct=9"]
+            "--extend", "smollm2-135m-instruct=240", "qwen2.5-coder-0.5b-instruct=207",
+            "--summaries", "qwen2.5-coder-1.5b-instruct=59"]
     assert main(args) == 0
     (live, live_dir), = ran
     # the judge not extended takes part too: it must judge the extended judges' new summaries
-    assert live.judges == {**OPEN_MODELS["book"].judges, "smollm2-135m-instruct": 40,
-                           "qwen2.5-coder-0.5b-instruct": 7} and not live.replay
-    assert live.summaries == {**OPEN_MODELS["book"].summaries, "qwen2.5-coder-1.5b-instruct": 9}
+    assert live.judges == {**OPEN_MODELS["book"].judges, "smollm2-135m-instruct": 240,
+                           "qwen2.5-coder-0.5b-instruct": 207} and not live.replay
+    assert live.summaries == {**OPEN_MODELS["book"].summaries, "qwen2.5-coder-1.5b-instruct": 59}
     (book, book_dir), = written
     assert live_dir == book_dir == tmp_path
-    assert book.replay and book.judges["smollm2-135m-instruct"] == 40
-    assert book.judges["qwen2.5-coder-0.5b-instruct"] == 7 and book.judges["qwen2.5-coder-1.5b-instruct"] >= 1
-    assert book.summaries["qwen2.5-coder-1.5b-instruct"] == 9
+    assert book.replay and book.judges["smollm2-135m-instruct"] == 240
+    assert book.judges["qwen2.5-coder-0.5b-instruct"] == 207 and book.judges["qwen2.5-coder-1.5b-instruct"] >= 1
+    assert book.summaries["qwen2.5-coder-1.5b-instruct"] == 59
     assert "profiles.py" in capsys.readouterr().out
     for flag in ("--extend", "--summaries"):
-        for bad in ("smollm2-135m-instruct", "smollm2-135m-instruct=0", "=5", "x=many"):
-            assert main(["run", "open-models", "--profile", "book", flag, bad]) == 1
+        for bad in ("smollm2-135m-instruct", "smollm2-135m-instruct=0", "=5", "x=many", "x=1.5", "x=-3"):
+            with pytest.raises(SystemExit) as exc:  # a usage error: argparse's message, no traceback
+                main(["run", "open-models", "--profile", "book", flag, bad])
+            assert exc.value.code == 2
             err = capsys.readouterr().err
-            assert "NAME=N" in err and flag in err
+            assert "NAME=N" in err and flag in err and repr(bad) in err and "Traceback" not in err
+    assert len(ran) == 1  # only the good command ran
+
+
+def test_extend_never_shrinks_a_run(tmp_path, monkeypatch, capsys):
+    """``--extend NAME=N`` below the profile's size used to shrink the run and rewrite the tables."""
+    from judgelab.experiments import open_models
+
+    ran = []
+    monkeypatch.setattr(open_models, "run", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(open_models, "write_tables", lambda *a, **k: ran.append(a) or {})
+    for flag, size in (("--extend", "smollm2-135m-instruct=40"), ("--summaries", "qwen2.5-coder-1.5b-instruct=9")):
+        code = main(["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path), flag, size])
+        err = capsys.readouterr().err
+        assert code == 2 and ran == []
+        assert err.startswith("judgelab: error: ") and f"{flag} never shrinks a run" in err
+        assert ("smollm2-135m-instruct at 200" if flag == "--extend" else "qwen2.5-coder-1.5b-instruct at 50") in err
+    # the profile's own size is not a shrink: it replays what is there
+    assert main(["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path),
+                 "--extend", "smollm2-135m-instruct=200"]) == 0
+
+
+def test_smaller_runs_cannot_overwrite_the_committed_book_tables(tmp_path, monkeypatch, capsys):
+    from judgelab.experiments import open_models as om
+
+    root = tmp_path / "clone"
+    (root / "results" / "open_models").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    monkeypatch.setenv("JUDGELAB_ROOT", str(root))
+    committed = root / "results" / "open_models" / "pairwise.csv"
+    committed.write_text("the committed table\n")
+    monkeypatch.setattr(om, "run", lambda *a, **k: pytest.fail("ran although the write is refused"))
+    with pytest.raises(om.CommittedTablesError, match="smollm2-135m-instruct: 2 judged .book: 200."):
+        om.write_tables("ci", root / "results" / "open_models")
+    # through the command line: a usage error before anything is computed, the table untouched
+    code = main(["run", "open-models", "--profile", "ci", "--results-dir", str(root / "results" / "open_models")])
+    err = capsys.readouterr().err
+    assert code == 2 and "refusing to overwrite the committed book tables" in err and "Traceback" not in err
+    code = main(["run", "open-models", "--profile", "ci", "--results-dir", str(root / "results" / "open_models"),
+                 "--extend", "smollm2-135m-instruct=5"])
+    assert code == 2 and "refusing" in capsys.readouterr().err
+    assert committed.read_text() == "the committed table\n"
+
+
+def test_run_errors_name_the_store_without_a_traceback(tmp_path, capsys):
+    """A garbage store and a replay miss: one ``judgelab: error:`` line naming the store, exit status 1."""
+    stores = tmp_path / "stores"
+    stores.mkdir()
+    garbage = stores / "smollm2-135m-instruct.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    code = main(["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("judgelab: error: ")
+    assert "smollm2-135m-instruct.sqlite" in err and "Traceback" not in err
+    garbage.unlink()
+    code = main(["run", "open-models", "--profile", "book", "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("judgelab: error: ") and "Traceback" not in err
+    assert "smollm2-135m-instruct" in err and str(stores) in err  # which model, which store
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):
+    from judgelab import cli
+
+    def boom(args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(cli, "cmd_data_list", boom)
+    assert main(["data", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "judgelab: error: OperationalError: database or disk is full"
+    assert "Traceback" not in err and "--debug" in err
+    assert main(["data", "list", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "judgelab: error: OperationalError" in err
+

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from judgelab.data import SOURCE_NAMES, DataIntegrityError, fetch, get_source, mirror_dirs, verify_source
 from judgelab.data import self_recognition as sr
@@ -17,8 +18,7 @@ ARTICLE = "articles/xsum_train_articles.json"
 
 def _mirror() -> Path:
     mirrors = [m for m in mirror_dirs() if (m / "self_recognition").is_dir()]
-    if not mirrors:
-        pytest.skip("no data mirror (set JUDGELAB_DATA_MIRROR)")
+    require(mirrors, "no data mirror (set JUDGELAB_DATA_MIRROR)")
     return mirrors[0]
 
 

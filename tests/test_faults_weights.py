@@ -273,6 +273,21 @@ def test_validate_spec_kinds_and_errors():
             validate_spec(bad)
 
 
+def test_bogus_extend_name_is_refused_before_anything_loads(tmp_path, monkeypatch, capsys):
+    from judgelab.cli import main
+    from judgelab.experiments import open_models
+
+    ran = []
+    monkeypatch.setattr(open_models, "run", lambda *a, **k: ran.append(a))
+    t0 = time.perf_counter()
+    code = main(["run", "open-models", "--profile", "ci", "--results-dir", str(tmp_path / "out"),
+                 "--extend", "smollm2-135m-instruct=3", "no-such-judge=4"])
+    assert code == 2 and ran == [] and time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert "--extend no-such-judge" in err and "cannot resolve model 'no-such-judge'" in err
+    assert not (tmp_path / "out").exists()  # no store, no table
+
+
 def test_zoo_list_is_cheap_writes_nothing_and_hints_right(tmp_path, monkeypatch, capsys):
     from judgelab.cli import main
 

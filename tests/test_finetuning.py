@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import require
 
 from judgelab.experiments import finetuning as ft
 from judgelab.experiments import open_models as om
@@ -126,8 +127,7 @@ def tiny():
     entry = zoo_entry("smollm2-135m-instruct")
     converted = model_cache_dir() / "converted" / f"{entry.name}-{entry.gguf_sha256[:16]}"
     if not (converted / "tokenizer_config.json").is_file():
-        if not entry.offline_available():
-            pytest.skip("smollm2's GGUF package is not installed (scripts/install.sh installs it)")
+        require(entry.offline_available(), "smollm2's GGUF package is not installed (scripts/install.sh installs it)")
         from judgelab.models.transformers_backend import load_zoo_offline
 
         load_zoo_offline(entry)  # converts once (seconds); the ci end-to-end test needs it anyway
@@ -324,8 +324,7 @@ def test_ci_profile_end_to_end(tmp_path):
     """Train the ci variants for a step on smollm2, evaluate them on one held-out article, check drift."""
     from judgelab.models.zoo import zoo_entry
 
-    if not zoo_entry("smollm2-135m-instruct").offline_available():
-        pytest.skip("offline smollm2 weights not installed")
+    require(zoo_entry("smollm2-135m-instruct").offline_available(), "offline smollm2 weights not installed")
     prof = ft.FINETUNING["ci"]
     t0 = time.time()
     paths = ft.write_tables(prof, tmp_path / "ft", base_results_dir=tmp_path / "om", progress=False)

@@ -14,14 +14,15 @@ import os
 import time
 
 import pytest
+from conftest import require
 
 from judgelab.models.base import GenerationConfig
 from judgelab.models.zoo import ZooError, model_cache_dir, zoo_entry
 
 pytestmark = pytest.mark.server
 
-if importlib.util.find_spec("llama_cpp") is None:
-    pytest.skip("llama-cpp-python is not installed (pip install 'judgelab[server]')", allow_module_level=True)
+require(importlib.util.find_spec("llama_cpp") is not None,
+        "llama-cpp-python is not installed (pip install 'judgelab[server]')", allow_module_level=True)
 
 from judgelab.models.llamacpp_server import ServerError, serve_gguf  # noqa: E402
 from judgelab.models.openai_backend import OpenAICompatibleModel  # noqa: E402
@@ -59,7 +60,7 @@ def gguf():
     try:
         return zoo_entry(ZOO_NAME).gguf_path()
     except ZooError as err:
-        pytest.skip(f"offline smollm2 weights not installed: {err}")
+        require(False, f"offline smollm2 weights not installed: {err}")
 
 
 @pytest.fixture(scope="module")

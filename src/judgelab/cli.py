@@ -13,7 +13,9 @@
     judgelab store info PATH                     models, calls per kind and metadata of a call store
     judgelab store migrate PATH ...              rewrite call stores of an older layout in the current one
 
-Exit status: 0 on success, 1 when a check or a run failed (the error is printed), 2 on a usage error.
+Exit status: 0 on success, 1 when a check or a run failed, 2 on a usage error. Errors are printed as one
+``judgelab: error: ...`` message that names the file, store or model involved, without a traceback
+(``--debug`` shows it); no failure is reported as success.
 Heavy imports (torch, transformers, pandas) happen inside the commands that need them, so ``judgelab data``
 and ``judgelab store`` start fast.
 """
@@ -33,6 +35,10 @@ PROFILES = ("ci", "book", "gpu", "api")
 
 class CommandError(Exception):
     """A command failed in a way the user can act on: printed without a traceback, exit status 1."""
+
+
+class UsageError(CommandError):
+    """The command line asks for something that cannot be done as asked: exit status 2."""
 
 
 def _human(n: float) -> str:
@@ -196,24 +202,48 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         profile = replace(module.finetuning_profile(profile), train_datasets=tuple(args.train_on))
     t0 = time.perf_counter()
-    if getattr(args, "extend", None) or getattr(args, "summaries", None):
-        profile = _extend_open_models(module, profile, args.extend or [], args.summaries or [], results_dir)
-    print(f"{args.experiment}: profile {args.profile} -> {results_dir or '(default)'}", flush=True)
-    paths = write_tables(profile, results_dir) if results_dir is not None else write_tables(profile)
+    try:
+        if getattr(args, "extend", None) or getattr(args, "summaries", None):
+            profile = _extend_open_models(module, profile, args.extend or [], args.summaries or [], results_dir)
+        print(f"{args.experiment}: profile {args.profile} -> {results_dir or '(default)'}", flush=True)
+        paths = write_tables(profile, results_dir) if results_dir is not None else write_tables(profile)
+    except ValueError as err:
+        if type(err).__name__ == "CommittedTablesError":  # the command line asked for it: a usage error
+            raise UsageError(str(err)) from None
+        raise
     for name, path in (paths or {}).items():
         print(f"  {name}: {path}")
     print(f"done in {time.perf_counter() - t0:.0f}s")
     return 0
 
 
-def _sizes(flag: str, specs: list[str]) -> dict[str, int]:
+def size_spec(spec: str) -> tuple[str, int]:
+    """``NAME=N`` (N a whole number >= 1) as ``(NAME, N)``; anything else is a usage error (exit status 2)."""
+    name, eq, n = spec.partition("=")
+    if not name or not eq or not n.strip().isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=N with N a whole number >= 1 (e.g. smollm2-135m-instruct=100), got {spec!r}")
+    return name, int(n)
+
+
+def _sizes(flag: str, specs: list) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for spec in specs:
-        name, _, n = spec.partition("=")
-        if not name or not n.isdigit() or int(n) < 1:
-            raise CommandError(f"{flag} expects NAME=N with N >= 1 (e.g. smollm2-135m-instruct=100), got {spec!r}")
-        sizes[name] = int(n)
+        name, n = spec if isinstance(spec, tuple) else size_spec(spec)
+        if name in sizes and sizes[name] != n:
+            raise UsageError(f"{flag} names {name} twice ({sizes[name]} and {n})")
+        sizes[name] = n
     return sizes
+
+
+def _never_shrink(flag: str, sizes: dict[str, int], current: dict[str, int], profile: str, what: str) -> None:
+    """``--extend`` / ``--summaries`` only ever add articles: a size below the profile's is refused."""
+    smaller = {j: (n, current[j]) for j, n in sizes.items() if n < current.get(j, 0)}
+    if smaller:
+        raise UsageError(
+            f"{flag} never shrinks a run: the {profile} profile already has "
+            + ", ".join(f"{j} at {have} articles {what} per dataset (asked: {n})" for j, (n, have) in smaller.items())
+            + "; ask for at least the profile's size, or run a smaller profile into --results-dir")
 
 
 def _extend_open_models(module, profile_name: str, judges: list[str], writers: list[str], results_dir: Path | None):
@@ -227,9 +257,22 @@ def _extend_open_models(module, profile_name: str, judges: list[str], writers: l
     from dataclasses import replace
 
     judge_sizes, writer_sizes = _sizes("--extend", judges), _sizes("--summaries", writers)
+    from judgelab.models import ZooError, validate_spec
+
+    for flag, names in (("--extend", judge_sizes), ("--summaries", writer_sizes)):
+        for name in names:  # a bogus name is refused before any judge loads (issue 18)
+            try:
+                validate_spec(name)
+            except ZooError as err:
+                raise UsageError(f"{flag} {name}: {err}") from None
     prof = module.open_models_profile(profile_name)
+    _never_shrink("--extend", judge_sizes, prof.judges, prof.name, "judged")
+    _never_shrink("--summaries", writer_sizes, prof.writers(), prof.name, "summarised")
     live = replace(prof, judges={**prof.judges, **judge_sizes}, summaries={**prof.summaries, **writer_sizes},
                    replay=False)
+    check = getattr(module, "check_committed_sizes", None)
+    if check is not None:  # refuse before computing anything, not after
+        check(live, results_dir if results_dir is not None else module.default_results_dir(prof.name))
     done = [f"{j} to {n} judged" for j, n in judge_sizes.items()] + [f"{j} to {n} summarised"
                                                                     for j, n in writer_sizes.items()]
     print(f"extending {', '.join(done)} held-out articles per dataset (live)", flush=True)
@@ -312,6 +355,7 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="judgelab", description="A reproducible replication of LLM-as-judge studies.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="pinned data sources").add_subparsers(dest="action", required=True)
@@ -343,10 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results-dir", type=Path, default=None,
                        help="where tables and stores go (default: the profile's directory)")
         if name == "open-models":
-            p.add_argument("--extend", nargs="+", default=None, metavar="NAME=N",
+            p.add_argument("--extend", nargs="+", default=None, metavar="NAME=N", type=size_spec,
                            help="first compute live whatever the stores lack for these judges at N held-out "
                                 "articles per dataset (the stores resume), then write the tables with those sizes")
-            p.add_argument("--summaries", nargs="+", default=None, metavar="NAME=N",
+            p.add_argument("--summaries", nargs="+", default=None, metavar="NAME=N", type=size_spec,
                            help="likewise, but these models only write summaries of N held-out articles per "
                                 "dataset (more than they judge): the other judges judge them as other authors")
         if name == "finetuning":
@@ -366,16 +410,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(err: BaseException) -> str:
+    """One line (or a few) that says what failed and where, for any exception a command can raise.
+
+    The judgelab errors (replay misses, backend, zoo and data errors) already name their store, model or
+    file; SQLite and OS errors often do not, so the notes added on the way up (``while judging with
+    MODEL, store PATH``) are appended, and an OS error's file name is spelled out.
+    """
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    if not is_judgelab_error(err):  # a foreign error's type says what kind of failure it was
+        text = f"{type(err).__name__}: {text}"
+    notes = [n for n in getattr(err, "__notes__", ()) if n not in text]
+    return "; ".join([text, *notes])
+
+
+#: errors of judgelab's own layers, raised with a message written for the user (what failed, where)
+JUDGELAB_ERRORS = ("ReplayMiss", "StoreError", "ZooError", "DataIntegrityError", "BackendError", "ServerError")
+
+
+def is_judgelab_error(err: BaseException) -> bool:
+    return isinstance(err, CommandError) or any(c.__name__ in JUDGELAB_ERRORS for c in type(err).__mro__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return int(args.func(args) or 0)
-    except CommandError as err:
-        print(f"judgelab: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # pragma: no cover
         print("judgelab: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - every failure becomes one message and a non-zero exit status
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"judgelab: error: {error_message(err)}", file=sys.stderr)
+        if not args.debug and not is_judgelab_error(err):
+            print("judgelab: run with --debug for the traceback", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -51,7 +51,8 @@ def bootstrap_mean(
     ``clusters`` gives, per value, the unit that was sampled independently (an article id). Without
     it every value is its own cluster, which is the ordinary bootstrap. The statistic on each resample
     is the pooled mean ``sum(values) / count`` of the drawn clusters, so with unequal cluster sizes the
-    point estimate is still the plain mean of all values. NaNs are dropped first.
+    point estimate is still the plain mean of all values. Non-finite values (NaN, inf) are dropped first and
+    ``Interval.n`` counts what is left.
 
     Percentile intervals are used (not BCa) because they are fast, never fail on degenerate data (all
     values equal gives the interval ``[m, m]``) and are accurate enough for means of ~1000 articles.
@@ -60,7 +61,7 @@ def bootstrap_mean(
     c = np.arange(len(v)) if clusters is None else np.asarray(clusters)
     if len(c) != len(v):
         raise ValueError("values and clusters must have the same length")
-    keep = ~np.isnan(v)
+    keep = np.isfinite(v)  # NaN (and an infinity that slipped through) is no value to average
     v, c = v[keep], c[keep]
     if len(v) == 0:
         return Interval(np.nan, np.nan, np.nan, 0)
@@ -89,6 +90,11 @@ def bootstrap_mean_table(
 
     Table in, table out: one row per group, columns ``*by, n, col, col_low, col_high, ...``.
     ``cluster`` names the column whose values are resampled as units (``None``: rows).
+
+    ``n`` counts the values that were averaged, not the rows of the group: NaN (an invalid or missing
+    answer) is left out of the mean and out of ``n``. Where the value columns of some group have different
+    counts (one measure's answer was invalid, the other's was not), ``n`` is the smallest and the table
+    gains an ``n_<col>`` column per value column, so that every mean's count is on record.
     """
     if isinstance(value_cols, str):
         value_cols = [value_cols]
@@ -97,12 +103,19 @@ def bootstrap_mean_table(
     for keys, g in df.groupby(by, sort=False, dropna=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
         row = dict(zip(by, keys))
-        row["n"] = len(g)
+        row["n"] = 0
+        counts = {}
         for col in value_cols:
             iv = bootstrap_mean(g[col], None if cluster is None else g[cluster], **kwargs)
             row[col], row[f"{col}_low"], row[f"{col}_high"] = iv.estimate, iv.low, iv.high
-        rows.append(row)
-    return pd.DataFrame(rows)
+            counts[f"n_{col}"] = iv.n
+        row["n"] = min(counts.values())
+        rows.append((row, counts))
+    differ = any(len(set(c.values())) > 1 for _, c in rows)
+    out = pd.DataFrame([{**row, **counts} if differ else row for row, counts in rows])
+    if out.empty:
+        return pd.DataFrame(columns=[*by, "n", *(c + s for c in value_cols for s in ("", "_low", "_high"))])
+    return out
 
 
 def kendall_tau(x, y) -> dict[str, float]:

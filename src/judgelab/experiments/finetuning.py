@@ -57,6 +57,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -72,7 +73,7 @@ from judgelab.experiments import open_models as om
 from judgelab.experiments.reanalysis import renormalised_pair
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt
-from judgelab.paths import results_path, write_csvs
+from judgelab.paths import atomic_write, replace_dir, results_path, write_csv, write_csvs
 from judgelab.profiles import hardware
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, ReplayMiss, StoredModel
@@ -493,17 +494,25 @@ def adapter_done(path: Path) -> bool:
 def save_adapter(peft_model: Any, path: Path, log: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Write adapter, loss log and training record atomically (a half-written variant is retrained)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    peft_model.save_pretrained(tmp)
-    log.to_csv(tmp / LOG_FILE, index=False, float_format="%.6g")
-    meta = {**meta, "adapter_sha256": file_sha256(tmp / ADAPTER_FILE),
-            "adapter_bytes": (tmp / ADAPTER_FILE).stat().st_size}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a private temporary directory beside the target: two processes saving the same variant cannot
+    # write into each other's files, and a killed save leaves only a ``.<name>.*.tmp`` directory
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        peft_model.save_pretrained(tmp)
+        write_csv(log, tmp / LOG_FILE)
+        meta = {**meta, "adapter_sha256": file_sha256(tmp / ADAPTER_FILE),
+                "adapter_bytes": (tmp / ADAPTER_FILE).stat().st_size}
+        with atomic_write(tmp / META_FILE) as fh:
+            fh.write(json.dumps(meta, indent=1, sort_keys=True))
+        for f in (f for f in tmp.rglob("*") if f.is_file()):  # on disk before the (atomic) directory rename
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return meta
 
 
@@ -784,9 +793,12 @@ def drift_items(model: StoredModel, raters: Mapping[str, StoredModel], own: Mapp
             ans = rater.option_probs(msgs, OPTIONS, labels=labels)
             for i, (key, s_new) in enumerate(zip(new["key"], new["summary"])):
                 f, b = ans[2 * i], ans[2 * i + 1]
+                # an invalid answer in either order leaves the item unscored (NaN), counted in drift_table
+                p = float(renormalised_pair(f.raw[0], f.raw[1], b.raw[0], b.raw[1])) if f.valid and b.valid \
+                    else np.nan
                 rows.append({"dataset": ds, "key": key, "rater": rater_name, "new_summary": s_new,
-                             "identical": s_new == old[key],
-                             "new_preference": float(renormalised_pair(f.raw[0], f.raw[1], b.raw[0], b.raw[1]))})
+                             "identical": s_new == old[key], "new_preference": p,
+                             "invalid": f.invalid_reason or b.invalid_reason})
     return pd.DataFrame(rows)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,22 +234,37 @@ def _ask(model: StoredModel, reqs: list[Request], options: Sequence[str]):
 
 
 def judge_pairwise(model: StoredModel, authors: pd.DataFrame, articles: pd.Series) -> pd.DataFrame:
-    """One row per pairwise prompt: raw P("1"), P("2"), the mass outside them and the top token."""
+    """One row per pairwise prompt: raw P("1"), P("2"), the mass outside them and the top token.
+
+    An invalid answer (see :class:`~judgelab.models.base.OptionProbs`) gets NaN for ``p1`` and ``p2``,
+    ``outside`` 1 and its reason in ``invalid``; the pair it belongs to is then not scored and is counted.
+    """
     rows, reqs = pairwise_requests(authors, model.name, articles)
     answers = _ask(model, reqs, ("1", "2"))
     out = pd.DataFrame(rows)
-    out["p1"] = [a.raw[0] for a in answers]
-    out["p2"] = [a.raw[1] for a in answers]
+    out["p1"] = [a.raw[0] if a.valid else np.nan for a in answers]
+    out["p2"] = [a.raw[1] if a.valid else np.nan for a in answers]
     out["outside"] = [a.outside for a in answers]
     out["top_token"] = [a.extra.get("top_token") for a in answers]
+    out["invalid"] = [a.invalid_reason for a in answers]
     out["judge"] = short_name(model.name)
     return out
 
 
 def pair_scores(prompts: pd.DataFrame) -> pd.DataFrame:
-    """Per (judge, article, other): R, S (renormalised, both orders averaged) and the discrete outcomes."""
-    wide = prompts.pivot_table(index=["judge", "dataset", "key", "other"], columns=["task", "order"],
-                               values=["p1", "p2"], aggfunc="first")
+    """Per (judge, article, other): R, S (renormalised, both orders averaged) and the discrete outcomes.
+
+    A pair with an invalid answer (NaN ``p1``/``p2``) in either order of a task gets NaN for that task's
+    measure and no outcome: it is left out of the means and counted as invalid, never scored. Every pair
+    stays a row (``unstack``, not ``pivot_table``, which drops all-NaN rows and columns), and a prompt
+    that appears twice is an error rather than silently the first one.
+    """
+    idx = ["judge", "dataset", "key", "other", "task", "order"]
+    dup = prompts.duplicated(idx)
+    if dup.any():
+        raise ValueError(f"{int(dup.sum())} pairwise prompts appear more than once, e.g. "
+                         f"{prompts.loc[dup, idx].iloc[0].to_dict()}")
+    wide = prompts.set_index(idx)[["p1", "p2"]].unstack(["task", "order"]).sort_index()
     out = wide.index.to_frame(index=False)
     for task, name in (("detection", "recognition"), ("comparison", "preference")):
         f1, f2 = wide[("p1", task, "forward")].to_numpy(), wide[("p2", task, "forward")].to_numpy()
@@ -256,12 +272,18 @@ def pair_scores(prompts: pd.DataFrame) -> pd.DataFrame:
         out[name] = renormalised_pair(f1, f2, b1, b2)
         fwd = np.where(f1 >= f2, "1", "2")
         bwd = np.where(b1 >= b2, "1", "2")
-        out[f"{name}_outcome"] = outcome(pd.Series(fwd), pd.Series(bwd)).to_numpy()
+        valid = np.isfinite(out[name].to_numpy())
+        out[f"{name}_outcome"] = np.where(valid, outcome(pd.Series(fwd), pd.Series(bwd)).to_numpy(), None)
     return out
 
 
 def judge_individual(model: StoredModel, authors: pd.DataFrame, articles: pd.Series) -> pd.DataFrame:
-    """Per (article, target author): P("Yes") renormalised over Yes/No, and the expected 1-5 score."""
+    """Per (article, target author): P("Yes") renormalised over Yes/No, and the expected 1-5 score.
+
+    An invalid answer -- malformed, or no mass on any option -- is a non-answer: NaN ``p_yes`` / ``score``
+    (not 0.5 or 3.0, which is what renormalising nothing would make of it), outside mass 1, and its reason
+    in ``recognition_invalid`` / ``score_invalid``.
+    """
     rec_rows, rec, score_rows, score = individual_requests(authors, model.name, articles)
     yes_no = _ask(model, rec, ("Yes", "No"))
     scores = _ask(model, score, SCORES)
@@ -269,8 +291,10 @@ def judge_individual(model: StoredModel, authors: pd.DataFrame, articles: pd.Ser
     out["judge"] = short_name(model.name)
     out["p_yes"] = [a["Yes"] for a in yes_no]
     out["recognition_outside"] = [a.outside for a in yes_no]
+    out["recognition_invalid"] = [a.invalid_reason for a in yes_no]
     out["score"] = [sum(int(k) * v for k, v in a.probs.items()) for a in scores]
     out["score_outside"] = [a.outside for a in scores]
+    out["score_invalid"] = [a.invalid_reason for a in scores]
     return out
 
 
@@ -313,6 +337,17 @@ def _weights(fp: dict) -> str:
     return f"{fp.get('backend')} {fp.get('model')} @ {fp.get('base_url')}"
 
 
+@contextmanager
+def _naming(model: str, doing: str, results_dir: Path):
+    """Add ``while <doing> with <model> (store <path>)`` to any error on the way up: SQLite, OS and
+    backend errors do not always say which store or model they came from."""
+    try:
+        yield
+    except Exception as err:
+        err.add_note(f"while {doing} with {model} (store {store_path(model, results_dir)})")
+        raise
+
+
 def run(profile: str | OpenModelsProfile = "book", results_dir: Path | str | None = None,
         progress: bool = True) -> OpenModelsResults:
     """Run (or replay) the experiment under ``profile``; returns every item-level table."""
@@ -326,25 +361,28 @@ def run(profile: str | OpenModelsProfile = "book", results_dir: Path | str | Non
     # for the other judges
     summaries, runs = [], []
     for author, n_written in writers.items():
-        model = open_judge(author, prof, results_dir, progress)
-        for ds in prof.datasets:
-            summaries.append(write_summaries(model, ds, keys[ds][:n_written]))
-        live = model.store.get_meta("run:book") or model.store.get_meta(f"run:{prof.name}") or {}
-        runs.append({"judge": short_name(author), "model": author, "weights": _weights(model.fingerprint),
-                     "fingerprint_id": model.fingerprint_id, "profile": live.get("profile", prof.name),
-                     "hardware": live.get("hardware"), "date": live.get("date")})
-        model.store.close()
+        with _naming(author, "writing summaries", results_dir):
+            model = open_judge(author, prof, results_dir, progress)
+            for ds in prof.datasets:
+                summaries.append(write_summaries(model, ds, keys[ds][:n_written]))
+            live = model.store.get_meta("run:book") or model.store.get_meta(f"run:{prof.name}") or {}
+            runs.append({"judge": short_name(author), "model": author, "weights": _weights(model.fingerprint),
+                         "fingerprint_id": model.fingerprint_id, "profile": live.get("profile", prof.name),
+                         "hardware": live.get("hardware"), "date": live.get("date")})
+            model.store.close()
     summaries_df = pd.concat(summaries, ignore_index=True)
 
     # phase 2: every judge judges its summaries against every other author's, on its own articles
     prompts, items = [], []
     for judge in judges:
-        model = open_judge(judge, prof, results_dir, progress)
-        for ds in prof.datasets:
-            authors = authors_table(ds, keys[ds][: prof.judges[judge]], [summaries_df[summaries_df["dataset"] == ds]])
-            prompts.append(judge_pairwise(model, authors, articles))
-            items.append(judge_individual(model, authors, articles))
-        model.store.close()
+        with _naming(judge, "judging", results_dir):
+            model = open_judge(judge, prof, results_dir, progress)
+            for ds in prof.datasets:
+                authors = authors_table(ds, keys[ds][: prof.judges[judge]],
+                                        [summaries_df[summaries_df["dataset"] == ds]])
+                prompts.append(judge_pairwise(model, authors, articles))
+                items.append(judge_individual(model, authors, articles))
+            model.store.close()
     prompts_df = pd.concat(prompts, ignore_index=True)
     return OpenModelsResults(prompts_df, pair_scores(prompts_df), pd.concat(items, ignore_index=True),
                              summaries_df, pd.DataFrame(runs))
@@ -362,11 +400,37 @@ def _with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return table.merge(meta, on="evaluator", how="left")
 
 
+def with_invalid(table: pd.DataFrame, df: pd.DataFrame, values: Sequence[str], by: Sequence[str]) -> pd.DataFrame:
+    """``table`` (a :func:`judgelab.stats.bootstrap_mean_table` of ``df``) with ``n_invalid`` after ``n``.
+
+    ``n_invalid`` counts the rows of a group that its means could not use because an answer behind them was
+    invalid (NaN ``values``), for the measure that lost most: ``n + n_invalid`` is always the rows asked.
+    Where the measures lost different rows, the table's ``n_<measure>`` columns give each mean's count.
+    """
+    size = df.groupby([df[b] for b in by], sort=False, dropna=False).size()
+    key = pd.MultiIndex.from_frame(table[list(by)]) if len(by) > 1 else pd.Index(table[by[0]])
+    out = table.copy()
+    out.insert(out.columns.get_loc("n") + 1, "n_invalid", size.reindex(key).to_numpy() - out["n"].to_numpy())
+    return out
+
+
+def ratios_table(items: pd.DataFrame) -> pd.DataFrame:
+    """``individual_ratios.csv``: the pairwise-ised individual scores per dataset, judge and other author."""
+    df = individual_ratios(items).rename(columns={"judge": "evaluator"})
+    by, values = ["dataset", "evaluator", "other"], ["recognition", "preference"]
+    return with_invalid(stats.bootstrap_mean_table(df, values, by), df, values, by)
+
+
 def pairwise_table(pairs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """R and S per dataset x judge x other author (and ``all``) with 95 % article-bootstrap CIs."""
+    """R and S per dataset x judge x other author (and ``all``) with 95 % article-bootstrap CIs.
+
+    ``n`` counts the pairs averaged; ``n_invalid`` the pairs left out for an invalid answer (see
+    :func:`with_invalid`).
+    """
     df = pairs.rename(columns={"judge": "evaluator"})
-    per = stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "evaluator", "other"])
-    pooled = stats.bootstrap_mean_table(df, ["recognition", "preference"], ["dataset", "evaluator"]).assign(other="all")
+    values, by = ["recognition", "preference"], ["dataset", "evaluator", "other"]
+    per = with_invalid(stats.bootstrap_mean_table(df, values, by), df, values, by)
+    pooled = with_invalid(stats.bootstrap_mean_table(df, values, by[:2]), df, values, by[:2]).assign(other="all")
     out = pd.concat([per, pooled[per.columns]], ignore_index=True)
     order = {a: i for i, a in enumerate(_author_order(out["other"]))}
     out = out.sort_values(["dataset", "evaluator", "other"], key=lambda s: s.map(order) if s.name == "other" else s,
@@ -375,9 +439,13 @@ def pairwise_table(pairs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def individual_table(items: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Individual setting per dataset x judge x target author: mean P("Yes") and mean 1-5 score with CIs."""
+    """Individual setting per dataset x judge x target author: mean P("Yes") and mean 1-5 score with CIs.
+
+    ``n`` counts the summaries averaged; ``n_invalid`` those left out for an invalid (or no) answer.
+    """
     df = items.rename(columns={"judge": "evaluator"})
-    out = stats.bootstrap_mean_table(df, ["p_yes", "score"], ["dataset", "evaluator", "target"])
+    values, by = ["p_yes", "score"], ["dataset", "evaluator", "target"]
+    out = with_invalid(stats.bootstrap_mean_table(df, values, by), df, values, by)
     out["is_self"] = out["evaluator"] == out["target"]
     return _with_runs(out, runs)
 
@@ -385,18 +453,24 @@ def individual_table(items: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def diagnostics_table(prompts: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """Position bias and answer-format diagnostics per judge, dataset and task.
 
-    ``p_option1_wins``: share of prompts where "1" beats "2", whatever summary sits in position 1 (0.5 for
-    an unbiased judge); ``mean_outside``: mean next-token mass outside the two options; the discrete view:
-    shares of pairs answered correctly / incorrectly / the same in both orders.
+    ``prompts``: prompts asked; ``n_invalid``: those whose answer was invalid or no answer (see
+    :class:`~judgelab.models.base.OptionProbs`), left out of everything else here except ``mean_outside``,
+    where they count as mass 1 outside the options; ``p_option1_wins``: share of valid prompts where "1"
+    beats "2", whatever summary sits in position 1 (0.5 for an unbiased judge); ``mean_outside``: mean
+    next-token mass outside the two options; the discrete view: shares of scored pairs answered correctly /
+    incorrectly / the same in both orders.
     """
     rows = []
     for (judge, dataset, task), g in prompts.groupby(["judge", "dataset", "task"], sort=False):
         name = "recognition" if task == "detection" else "preference"
         pg = pairs[(pairs["judge"] == judge) & (pairs["dataset"] == dataset)][f"{name}_outcome"]
         shares = pg.value_counts(normalize=True)
+        ok = g[["p1", "p2"]].notna().all(axis=1)
+        v = g[ok]
         rows.append({"evaluator": judge, "dataset": dataset, "task": name, "prompts": len(g),
-                     "p_option1_wins": float((g["p1"] > g["p2"]).mean()),
-                     "mean_p1_renormalised": float((g["p1"] / (g["p1"] + g["p2"])).mean()),
+                     "n_invalid": int((~ok).sum()),
+                     "p_option1_wins": float((v["p1"] > v["p2"]).mean()) if len(v) else np.nan,
+                     "mean_p1_renormalised": float((v["p1"] / (v["p1"] + v["p2"])).mean()) if len(v) else np.nan,
                      "mean_outside": float(g["outside"].mean()),
                      "correct": float(shares.get("correct", 0.0)), "incorrect": float(shares.get("incorrect", 0.0)),
                      "ambiguous_1": float(shares.get("ambiguous_1", 0.0)),
@@ -601,16 +675,47 @@ def summary_lengths(summaries: pd.DataFrame) -> pd.DataFrame:
                    share_cleaned=("cleaned", "mean"), empty=("empty", "sum")).reset_index())
 
 
-def write_tables(profile: str = "book", results_dir: Path | str | None = None,
+class CommittedTablesError(ValueError):
+    """A run smaller than the book profile was about to overwrite the committed book tables."""
+
+
+def check_committed_sizes(prof: OpenModelsProfile, results_dir: Path) -> None:
+    """Refuse to write into the committed book directory a run that is smaller than the book profile.
+
+    The committed tables are what the book shows; a smaller run there (``--extend NAME=N`` with N below the
+    book's size, a ``ci`` run pointed at ``results/open_models``) would silently replace them. Every judge
+    and summary writer of the book profile must be present with at least its book size.
+    """
+    book_dir = default_results_dir("book")
+    if Path(results_dir).resolve() != book_dir.resolve():
+        return
+    book = open_models_profile("book")
+    short = [f"{m}: {prof.judges.get(m, 0)} judged (book: {n})" for m, n in book.judges.items()
+             if prof.judges.get(m, 0) < n]
+    written = prof.writers()
+    short += [f"{m}: {written.get(m, 0)} summarised (book: {n})" for m, n in book.writers().items()
+              if written.get(m, 0) < n]
+    if short:
+        raise CommittedTablesError(
+            f"refusing to overwrite the committed book tables in {book_dir} with a smaller run "
+            f"(profile {prof.name}; {'; '.join(short)}); write it elsewhere with results_dir / --results-dir")
+
+
+def write_tables(profile: str | OpenModelsProfile = "book", results_dir: Path | str | None = None,
                  progress: bool = True) -> dict[str, Path]:
-    """Run or replay ``profile`` and write ``pairwise.csv``, ``individual.csv`` and diagnostics to ``results_dir``."""
-    results_dir = Path(results_dir) if results_dir is not None else default_results_dir(profile)
-    res = run(profile, results_dir, progress)
+    """Run or replay ``profile`` and write ``pairwise.csv``, ``individual.csv`` and diagnostics to ``results_dir``.
+
+    Into the committed book directory only with at least the book profile's sizes
+    (:func:`check_committed_sizes`, checked before anything runs); each table is written atomically.
+    """
+    prof = profile if isinstance(profile, OpenModelsProfile) else open_models_profile(profile)
+    results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
+    check_committed_sizes(prof, results_dir)
+    res = run(prof, results_dir, progress)
     tables = {
         "pairwise.csv": res.pairwise_table(),
         "individual.csv": res.individual_table(),
-        "individual_ratios.csv": stats.bootstrap_mean_table(individual_ratios(res.individual).rename(
-            columns={"judge": "evaluator"}), ["recognition", "preference"], ["dataset", "evaluator", "other"]),
+        "individual_ratios.csv": ratios_table(res.individual),
         "diagnostics.csv": diagnostics_table(res.prompts, res.pairs),
         "kendall.csv": kendall_table(res.pairs),
     }

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,13 +56,51 @@ class GenerationConfig:
         return d
 
 
+#: how far the options' raw probabilities may sum above 1 and still count as one distribution: float32
+#: softmax sums of a few tokens can overshoot 1 by ~1e-7; 1e-4 leaves room for summing token spellings and
+#: half-precision backends while catching anything that is not rounding
+SUM_TOLERANCE = 1e-4
+
+
+def probs_problem(raw: Sequence[float]) -> str | None:
+    """Why ``raw`` is not a usable answer (``None`` when it is).
+
+    A usable answer has finite probabilities, each within [0, 1], summing to at most ``1 + SUM_TOLERANCE``
+    and to more than 0: an answer with no mass on any option is a non-answer (the judge wanted to say
+    something else), not a tie, so it must not be scored as 50/50 or as the middle of a scale.
+    """
+    vals = [float(r) for r in raw]
+    if not all(math.isfinite(v) for v in vals):
+        return f"non-finite probability in {vals}"
+    if any(v < 0 for v in vals):
+        return f"negative probability in {vals}"
+    if any(v > 1 for v in vals):
+        return f"probability above 1 in {vals}"
+    total = math.fsum(vals)
+    if total > 1 + SUM_TOLERANCE:
+        return f"probabilities sum to {total:.6g} > 1 (tolerance {SUM_TOLERANCE:g})"
+    if total <= 0:
+        return "no probability on any option (all mass outside the options)"
+    return None
+
+
 @dataclass(frozen=True)
 class OptionProbs:
-    """Next-token probabilities of a few answer options.
+    """Next-token probabilities of a few answer options, checked where they enter.
 
     ``raw[i]`` is the model's probability of option ``i`` as the next token (summed over the token spellings
     that stand for it, e.g. "1" and " 1"). ``outside`` is the probability mass on every other token:
     ``1 - sum(raw)``. :attr:`probs` renormalises over the options, which is what the papers compare.
+
+    Every instance is validated on construction (:func:`probs_problem`), so a bad answer is caught whether
+    it comes live from a backend or from a stored record (old records need no migration: the check runs
+    when they are read). A bad answer does not raise -- one NaN must not lose a batch of good answers --
+    but is *invalid*: :attr:`invalid_reason` says why, :attr:`probs` is NaN for every option (it cannot be
+    scored by accident), :attr:`outside` is 1 (none of its mass is a usable answer) and the experiments
+    count it per judge and table. ``raw`` is kept exactly as the backend gave it.
+
+    A sum a hair above 1 (within ``SUM_TOLERANCE``) is rounding, not an error: :attr:`outside` is then 0
+    and :attr:`probs` renormalises it away like any other sum.
     """
 
     options: tuple[str, ...]
@@ -70,40 +109,55 @@ class OptionProbs:
     #: ``exact`` is False; for local models it is True.
     exact: bool = True
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: why the answer cannot be scored (None: it can); derived from ``raw``, never passed in
+    invalid_reason: str | None = field(init=False, default=None, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.options) != len(self.raw):
             raise ValueError(f"{len(self.options)} options but {len(self.raw)} probabilities")
+        try:
+            problem = probs_problem(self.raw)
+        except (TypeError, ValueError):
+            problem = f"probabilities are not numbers: {list(self.raw)!r}"
+        object.__setattr__(self, "invalid_reason", problem)
+
+    @property
+    def valid(self) -> bool:
+        return self.invalid_reason is None
 
     @property
     def inside(self) -> float:
-        return float(sum(self.raw))
+        """The mass on the options (NaN for an invalid answer)."""
+        return float(math.fsum(self.raw)) if self.valid else math.nan
 
     @property
     def outside(self) -> float:
-        return max(0.0, 1.0 - self.inside)
+        """The mass on every other token: 1 for an invalid answer or a non-answer, never NaN."""
+        return max(0.0, 1.0 - self.inside) if self.valid else 1.0
 
     @property
     def probs(self) -> dict[str, float]:
-        """Probabilities renormalised over the options (uniform if the model put no mass on any)."""
+        """Probabilities renormalised over the options (NaN for every option of an invalid answer)."""
+        if not self.valid:
+            return {o: math.nan for o in self.options}
         total = self.inside
-        if total <= 0:
-            return {o: 1.0 / len(self.options) for o in self.options}
         return {o: p / total for o, p in zip(self.options, self.raw)}
 
     def __getitem__(self, option: str) -> float:
         return self.probs[option]
 
     @property
-    def argmax(self) -> str:
-        return max(zip(self.raw, self.options))[1]
+    def argmax(self) -> str | None:
+        """The most probable option; None for an invalid answer."""
+        return max(zip(self.raw, self.options))[1] if self.valid else None
 
     def to_record(self) -> dict[str, Any]:
         return {"options": list(self.options), "raw": list(self.raw), "exact": self.exact, **self.extra}
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> OptionProbs:
-        extra = {k: v for k, v in rec.items() if k not in ("options", "raw", "exact")}
+        """The answer of a stored record (any record ever written: extra keys are kept, validity re-derived)."""
+        extra = {k: v for k, v in rec.items() if k not in ("options", "raw", "exact", "invalid_reason")}
         return cls(tuple(rec["options"]), tuple(rec["raw"]), rec.get("exact", True), extra)
 
 
@@ -134,6 +188,13 @@ class Model(ABC):
     @abstractmethod
     def option_probs(self, prompts: Sequence[Prompt], options: Sequence[str]) -> list[OptionProbs]:
         """Next-token probabilities of ``options`` after each prompt (the assistant turn for chat models)."""
+
+    def loglikelihood(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[dict[str, Any]]:
+        """Log-probability of each continuation after its prompt (optional; for likelihood-based recognition
+        and perplexity baselines). One dict per pair: ``logprob`` (natural-log sum over the continuation's
+        tokens), ``mean_logprob`` (per token) and ``n_tokens``. Backends without it raise NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} ({self.name}) does not compute log-likelihoods; "
+                                  "the llama.cpp runtime does (judgelab.models.llamacpp_backend)")
 
     def describe(self) -> str:
         fp = self.fingerprint
