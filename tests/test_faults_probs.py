@@ -207,3 +207,21 @@ def test_faulty_answers_replay_as_the_same_invalid_records(faulty_run, tmp_path)
     assert [a.invalid_reason for a in live] == [a.invalid_reason for a in again]
     assert sum(not a.valid for a in again) == fresh.bad[("1", "2")] > 0
     store.close()
+
+
+def test_finetuning_tables_count_invalid_answers():
+    """The fine-tuning chapter's tables use the same counting: drift items and variant pairs."""
+    from judgelab.experiments import finetuning as ft
+
+    drift = pd.DataFrame({"judge": "j", "variant": "50", "n_train": 50, "trained_on": "xsum", "dataset": "xsum",
+                          "rater": "j", "key": list("abcd"), "new_preference": [0.6, np.nan, 0.2, np.nan],
+                          "identical": False})
+    row = ft.drift_table(drift).iloc[0]
+    assert (row["n"], row["n_invalid"]) == (2, 2) and row["new_preference"] == pytest.approx(0.4)
+    pairs = pd.DataFrame({"judge": "j", "variant": "base", "n_train": 0, "trained_on": "none",
+                          "evaluated_on": "xsum", "key": list("abc"), "other": "human",
+                          "recognition": [0.5, np.nan, 0.7], "preference": [0.4, 0.6, np.nan]})
+    runs = pd.DataFrame({"judge": ["j"], "variant": ["base"], "trained_on": ["none"], "steps": [0],
+                         "weights": ["w"], "profile": ["ci"], "hardware": ["cpu"], "date": ["d"]})
+    v = ft.variants_table(pairs, runs).iloc[0]
+    assert (v["n_pairs"], v["n_invalid"]) == (2, 1) and v["recognition"] == pytest.approx(0.6)

@@ -810,11 +810,14 @@ VARIANT_COLUMNS = ["judge", "variant", "n_train", "trained_on", "evaluated_on", 
 def variants_table(pairs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Mean R and S (article-bootstrap CIs) per judge x variant x training set x evaluation set.
 
-    Also: ``n_pairs``, ``n_articles``, Kendall tau between item R and S (``kendall_tau``, ``kendall_p``),
-    ``steps``, and the base weights / profile / hardware / date of the run.
+    Also: ``n_pairs`` (pairs averaged), ``n_invalid`` (pairs left out for an invalid answer, see
+    :func:`judgelab.experiments.open_models.with_invalid`), ``n_articles``, Kendall tau between item R and S
+    (``kendall_tau``, ``kendall_p``), ``steps``, and the base weights / profile / hardware / date of the run.
     """
     by = ["judge", "variant", "n_train", "trained_on", "evaluated_on"]
-    table = stats.bootstrap_mean_table(pairs, ["recognition", "preference"], by).rename(columns={"n": "n_pairs"})
+    values = ["recognition", "preference"]
+    table = om.with_invalid(stats.bootstrap_mean_table(pairs, values, by), pairs, values, by).rename(
+        columns={"n": "n_pairs"})
     extra = []
     for values, g in pairs.groupby(by, sort=False):
         kt = stats.kendall_tau(g["recognition"], g["preference"]) if len(g) > 1 else {"tau": np.nan, "p_value": np.nan}
@@ -859,12 +862,16 @@ def correlation_table(variants: pd.DataFrame) -> pd.DataFrame:
 
 
 def drift_table(drift: pd.DataFrame) -> pd.DataFrame:
-    """P(new summary preferred) per judge x variant x training set x dataset x rater, with bootstrap CIs."""
+    """P(new summary preferred) per judge x variant x training set x dataset x rater, with bootstrap CIs.
+
+    ``n`` counts the items averaged, ``n_invalid`` those a rater answered invalidly in either order.
+    """
     if drift.empty:
         return pd.DataFrame(columns=["judge", "variant", "n_train", "trained_on", "dataset", "rater", "n",
-                                     "new_preference", "new_preference_low", "new_preference_high", "identical"])
+                                     "n_invalid", "new_preference", "new_preference_low", "new_preference_high",
+                                     "identical"])
     by = ["judge", "variant", "n_train", "trained_on", "dataset", "rater"]
-    out = stats.bootstrap_mean_table(drift, ["new_preference"], by)
+    out = om.with_invalid(stats.bootstrap_mean_table(drift, ["new_preference"], by), drift, ["new_preference"], by)
     share = drift.groupby(by, sort=False)["identical"].mean().rename("identical").reset_index()
     return out.merge(share, on=by, how="left")
 
