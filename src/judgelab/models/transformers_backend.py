@@ -3,27 +3,33 @@
 Judging needs one forward pass per prompt, not generation: the answer is the next-token distribution.
 The papers' prompts put the article before the two candidate summaries, so every prompt about one article
 starts with the same few hundred tokens (system prompt, instructions, article); prompts of one task share
-them exactly (the tasks' system prompts differ, so each article gives one group per task). :meth:`option_probs`
-sorts the prompts, groups those that share a long token prefix, runs the prefix once, and runs only the
-short suffixes -- batched -- on top of a copy of the prefix's key/value cache. The result is the same
-distribution a plain forward pass gives (tested), at a fraction of the cost (``benchmarks/``).
+them exactly (the tasks' system prompts differ, so each article gives one group per task), and pairwise
+prompts that show the same first summary share that too. :meth:`~TransformersModel.option_probs` builds the
+prefix tree of the prompts' tokens (:mod:`judgelab.models.prefix_tree`) and computes each of its tokens once:
+small subtrees run as one row with a tree-shaped attention mask (no padding), large nodes on top of their
+parent's key/value cache. The result is the same distribution a plain forward pass gives (tested), at a
+fraction of the cost (``benchmarks/judge_throughput.py``). Generation prefills each prompt alone and decodes
+a chunk of prompts together, so no prompt is padded to the chunk's longest (``benchmarks/generation_batching.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
+from judgelab.models.prefix_tree import PrefixNode, build_prefix_tree, unique_prefix_tokens
 from judgelab.models.zoo import (
     HubUnreachable,
     ZooEntry,
@@ -46,11 +52,80 @@ def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+#: ways :meth:`TransformersModel.next_token_logprobs` can read a batch of prompts (``prefix_sharing``)
+JUDGE_METHODS = ("tree", "group", "naive")
+#: ways :meth:`TransformersModel.generate` can compute the prompts before the first new token (``prefill``)
+PREFILL_METHODS = ("per_prompt", "sorted", "padded")
+
+
+@dataclass
+class ComputeCounts:
+    """What a model's calls computed, summed over calls, so that a benchmark can show the waste.
+
+    A *row* is one token position through the transformer layers; padding rows count, because they cost as
+    much as real ones. ``judge_min_tokens`` is the least any method can compute: the distinct prefixes of
+    each call's prompts (:func:`~judgelab.models.prefix_tree.unique_prefix_tokens`). Generation counts the
+    rows computed before the first new token (``generate_prefill_rows``) against the prompts' real tokens,
+    and the rows of the decoding steps after it (``generate_decode_rows``: every row of a chunk runs each step
+    until the chunk's last prompt stops).
+    """
+
+    judge_calls: int = 0
+    judge_prompts: int = 0
+    judge_prompt_tokens: int = 0
+    judge_min_tokens: int = 0
+    judge_rows: int = 0
+    judge_logit_rows: int = 0
+    judge_forwards: int = 0
+    generate_calls: int = 0
+    generate_prompts: int = 0
+    generate_prompt_tokens: int = 0
+    generate_prefill_rows: int = 0
+    generate_decode_rows: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _cache_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) of a transformers cache (the ``layers`` API of transformers 4.56+ and 5)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # pragma: no cover - transformers < 4.56
+
+
+def _output_cache(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _make_cache(tensors: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
+    from transformers import DynamicCache
+
+    if tensors is None:
+        return DynamicCache()
+    try:
+        return DynamicCache(ddp_cache_data=tensors)
+    except TypeError:  # pragma: no cover - transformers < 4.56
+        return DynamicCache.from_legacy_cache(tuple(tensors))
+
+
 class TransformersModel(Model):
     """A causal LM run by transformers.
 
-    ``prefix_sharing=False`` gives the naive method (one forward pass per prompt, no reuse), kept for the
-    throughput benchmark and as the reference the shared-prefix path is tested against.
+    ``prefix_sharing`` picks how a batch of judging prompts is read (all give the plain forward pass's
+    distribution, tested; the fingerprint does not depend on it, because the answers do not):
+
+    - ``True`` or ``"tree"`` (the default): a prefix tree over the prompts' tokens, every common prefix
+      computed once, branches packed into single rows with a tree-shaped attention mask, so no padding;
+    - ``"group"``: the earlier method -- prompts grouped by a long shared prefix (the article), the prefix
+      run once per group and the suffixes batched with padding (kept for the benchmark);
+    - ``False`` or ``"naive"``: one forward pass per prompt, no reuse, full logits -- the reference.
+
+    ``prefill`` picks how :meth:`generate` computes the prompts: ``"per_prompt"`` (the default) runs each
+    prompt alone and decodes the chunk together from their joined caches, so no prompt is padded;
+    ``"sorted"`` pads within chunks of similar length; ``"padded"`` is the earlier way, every prompt of a
+    chunk left-padded to the longest. :attr:`counts` records what was computed.
     """
 
     def __init__(
@@ -62,9 +137,11 @@ class TransformersModel(Model):
         fingerprint: dict[str, Any],
         chat: bool,
         batch_size: int = 16,
-        prefix_sharing: bool = True,
+        prefix_sharing: bool | str = True,
         min_shared_prefix: int = 32,
         min_shared_fraction: float = 0.5,
+        pack_tokens: int = 512,
+        prefill: str = "per_prompt",
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -75,9 +152,20 @@ class TransformersModel(Model):
         self.prefix_sharing = prefix_sharing
         self.min_shared_prefix = min_shared_prefix
         self.min_shared_fraction = min_shared_fraction
+        self.pack_tokens = pack_tokens
+        self.prefill = prefill
+        self._judge_method()  # fail at construction on a misspelt method, not at the first call
+        self._prefill_method()
+        if pack_tokens < 1:
+            raise ValueError(f"{name}: pack_tokens must be at least 1, got {pack_tokens}")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._option_ids: dict[tuple[str, ...], list[list[int]]] = {}
+        # transformers 5 names the KV cache argument ``cache``; 4.x called it ``past_key_values``
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        #: what the calls so far computed (replace with a fresh :class:`ComputeCounts` to start again)
+        self.counts = ComputeCounts()
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -90,6 +178,33 @@ class TransformersModel(Model):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _judge_method(self) -> str:
+        m = self.prefix_sharing
+        if m is True:
+            return "tree"
+        if m is False:
+            return "naive"
+        if isinstance(m, str) and m in JUDGE_METHODS:
+            return m
+        raise ValueError(f"{self.name}: prefix_sharing={m!r}; expected True or 'tree', 'group', False or 'naive'")
+
+    def _prefill_method(self) -> str:
+        if self.prefill not in PREFILL_METHODS:
+            raise ValueError(f"{self.name}: prefill={self.prefill!r}; expected one of {PREFILL_METHODS}")
+        if self.prefill == "per_prompt" and self._has_sliding_layers():
+            # a sliding-window layer keeps only its window of each prompt's cache, which cannot be joined by
+            # left-padding: pad within length-sorted chunks instead
+            return "sorted"
+        return self.prefill
+
+    def _has_sliding_layers(self) -> bool:
+        config = self.model.config
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        types = getattr(config, "layer_types", None)
+        if types:
+            return any(t != "full_attention" for t in types)
+        return bool(getattr(config, "sliding_window", None)) and bool(getattr(config, "use_sliding_window", True))
 
     # --- prompts ----------------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
@@ -134,36 +249,167 @@ class TransformersModel(Model):
     @torch.inference_mode()
     def next_token_logprobs(self, id_lists: Sequence[Sequence[int]]) -> torch.Tensor:
         """Log-softmax of the next-token logits after each token sequence: ``[n, vocab]`` on CPU, float32."""
-        n = len(id_lists)
-        out: list[torch.Tensor | None] = [None] * n
-        if not self.prefix_sharing:
-            for i, ids in enumerate(id_lists):
-                logits = self.model(torch.tensor([list(ids)], device=self.device)).logits[0, -1]
+        method = self._judge_method()
+        seqs = [list(ids) for ids in id_lists]
+        for i, s in enumerate(seqs):
+            if not s:
+                raise ValueError(f"{self.name}: prompt {i} of {len(seqs)} has no tokens")
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        c = self.counts
+        c.judge_calls += 1
+        c.judge_prompts += len(seqs)
+        c.judge_prompt_tokens += sum(len(s) for s in seqs)
+        if seqs:
+            c.judge_min_tokens += unique_prefix_tokens(seqs)
+        if method == "naive":
+            for i, ids in enumerate(seqs):
+                logits = self.model(torch.tensor([ids], device=self.device)).logits[0, -1]
                 out[i] = torch.log_softmax(logits.float(), -1).cpu()
-            return torch.stack(out)  # type: ignore[arg-type]
+                c.judge_rows += len(ids)
+                c.judge_logit_rows += len(ids)  # the naive path projects every position onto the vocabulary
+                c.judge_forwards += 1
+        elif method == "group":
+            self._group_logprobs(seqs, out)
+        elif seqs:
+            self._tree_logprobs(seqs, out)
+        if not seqs:
+            return torch.empty((0, self.model.config.get_text_config().vocab_size))
+        return torch.stack(out)  # type: ignore[arg-type]
 
+    # the prefix tree (default) ---------------------------------------------------------------------
+    def _tree_logprobs(self, seqs: list[list[int]], out: list[torch.Tensor | None]) -> None:
+        """Walk the prompts' prefix tree: every tree token is computed exactly once, and no padding.
+
+        A subtree of at most ``pack_tokens`` tokens runs as one row: its nodes laid out one after another,
+        each token attending to the cache (the path above the subtree), to its ancestors in the row and
+        causally to its own node -- a tree-shaped attention mask, with each token at its true position, so
+        each token sees exactly what it sees in its own prompt's forward pass. A larger node runs its own
+        span on top of its parent's cache (plain causal prefill), then its children in packs of at most
+        ``pack_tokens``; each pack is cropped off the cache afterwards, so siblings share the parent's cache
+        without copying it. The LM head runs only at the positions where prompts end.
+        """
+        root = build_prefix_tree(seqs)
+        cache = _make_cache()
+        # an explicit stack rather than recursion: deep trees (nested prompts) must not hit Python's limit
+        stack: list[tuple[str, Any]] = [("visit", root)]
+        while stack:
+            action, item = stack.pop()
+            if action == "crop":
+                cache.crop(-item)
+                continue
+            if action == "pack":
+                self._forward_pack(item, seqs, cache, out)
+                continue
+            node: PrefixNode = item
+            if node.size <= self.pack_tokens:
+                self._forward_pack([node], seqs, cache, out)
+                continue
+            if node.span:
+                self._forward_span(node, seqs, cache, out)
+                stack.append(("crop", node.span))
+            todo: list[tuple[str, Any]] = []
+            pack: list[PrefixNode] = []
+            pack_size = 0
+            for child in node.children:
+                if child.size > self.pack_tokens:
+                    todo.append(("visit", child))
+                    continue
+                if pack and pack_size + child.size > self.pack_tokens:
+                    todo.append(("pack", pack))
+                    pack, pack_size = [], 0
+                pack.append(child)
+                pack_size += child.size
+            if pack:
+                todo.append(("pack", pack))
+            stack.extend(reversed(todo))
+
+    def _forward_span(self, node: PrefixNode, seqs: list[list[int]], cache: Any,
+                      out: list[torch.Tensor | None]) -> None:
+        """Run one node's tokens on top of the cache of its ancestors (which then holds the node too)."""
+        dev = self.device
+        ids = torch.tensor([seqs[node.rep][node.start : node.end]], device=dev)
+        positions = torch.arange(node.start, node.end, device=dev)[None]
+        logits = self.model(input_ids=ids, position_ids=positions, use_cache=True,
+                            logits_to_keep=1, **{self._cache_kw: cache}).logits[0, -1]
+        if node.ends:
+            lp = torch.log_softmax(logits.float(), -1).cpu()
+            for i in node.ends:
+                out[i] = lp
+        self.counts.judge_rows += node.span
+        self.counts.judge_logit_rows += 1
+        self.counts.judge_forwards += 1
+
+    def _forward_pack(self, forest: list[PrefixNode], seqs: list[list[int]], cache: Any,
+                      out: list[torch.Tensor | None]) -> None:
+        """Run sibling subtrees as one row with a tree attention mask; leave the cache as it was."""
+        dev = self.device
+        past = cache.get_seq_length()
+        tokens: list[int] = []
+        positions: list[int] = []
+        spans: list[tuple[int, int, int]] = []  # (first, end, parent's index in spans or -1), in row order
+        keep: list[int] = []
+        keep_for: list[list[int]] = []
+        stack = [(n, -1) for n in reversed(forest)]
+        while stack:
+            node, parent = stack.pop()
+            a = len(tokens)
+            tokens.extend(seqs[node.rep][node.start : node.end])
+            positions.extend(range(node.start, node.end))
+            spans.append((a, len(tokens), parent))
+            if node.ends:
+                keep.append(len(tokens) - 1)
+                keep_for.append(node.ends)
+            stack.extend((child, len(spans) - 1) for child in reversed(node.children))
+        width = len(tokens)
+        visible = torch.zeros((width, past + width), dtype=torch.bool)
+        visible[:, :past] = True
+        for a, b, parent in spans:
+            if parent >= 0:  # a node sees what its parent's last token sees, and that token
+                visible[a:b] = visible[spans[parent][1] - 1]
+            visible[a:b, past + a : past + b] = torch.ones((b - a, b - a), dtype=torch.bool).tril()
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros((1, 1, width, past + width), dtype=dtype)
+        mask.masked_fill_(~visible[None, None], torch.finfo(dtype).min)
+        logits = self.model(
+            input_ids=torch.tensor([tokens], device=dev),
+            position_ids=torch.tensor([positions], device=dev),
+            attention_mask=mask.to(dev),
+            use_cache=True,
+            logits_to_keep=torch.tensor(keep, device=dev),
+            **{self._cache_kw: cache},
+        ).logits[0]
+        cache.crop(-width)
+        lps = torch.log_softmax(logits.float(), -1).cpu()
+        for lp, ends in zip(lps, keep_for):
+            for i in ends:
+                out[i] = lp
+        self.counts.judge_rows += width
+        self.counts.judge_logit_rows += len(keep)
+        self.counts.judge_forwards += 1
+
+    # the group-wise prefix (the earlier method, kept for the benchmark) ----------------------------
+    def _group_logprobs(self, seqs: list[list[int]], out: list[torch.Tensor | None]) -> None:
         # Sorting puts prompts with common prefixes next to each other. A prompt joins the current group
         # only if it shares a *long* prefix with the group's first member (at least min_shared_fraction of
         # its length): prompts about different articles share the system prompt and instructions, but
         # grouping them would shrink the reused prefix to those few tokens and lose the article.
-        order = sorted(range(n), key=lambda i: list(id_lists[i]))
+        order = sorted(range(len(seqs)), key=lambda i: seqs[i])
         groups: list[list[int]] = []
         for i in order:
             if groups:
-                first = id_lists[groups[-1][0]]
-                need = max(self.min_shared_prefix, self.min_shared_fraction * len(id_lists[i]))
-                if _common_prefix_len(first, id_lists[i]) >= need:
+                first = seqs[groups[-1][0]]
+                need = max(self.min_shared_prefix, self.min_shared_fraction * len(seqs[i]))
+                if _common_prefix_len(first, seqs[i]) >= need:
                     groups[-1].append(i)
                     continue
             groups.append([i])
         for group in groups:
-            seqs = [list(id_lists[i]) for i in group]
+            members = [seqs[i] for i in group]
             # sorted order: the common prefix of the whole group is that of its first and last member
-            plen = _common_prefix_len(seqs[0], seqs[-1])
-            plen = min(plen, min(len(s) for s in seqs) - 1)  # every suffix keeps at least one token
-            for i, lp in zip(group, self._suffix_logprobs(seqs, plen)):
+            plen = _common_prefix_len(members[0], members[-1])
+            plen = min(plen, min(len(s) for s in members) - 1)  # every suffix keeps at least one token
+            for i, lp in zip(group, self._suffix_logprobs(members, plen)):
                 out[i] = lp
-        return torch.stack(out)  # type: ignore[arg-type]
 
     def _suffix_logprobs(self, seqs: list[list[int]], plen: int) -> list[torch.Tensor]:
         """Run the shared prefix once, then the suffixes in batches on top of copies of its KV cache.
@@ -174,10 +420,14 @@ class TransformersModel(Model):
         true positions (``plen + i``), so the result equals a plain forward pass of the whole prompt.
         """
         dev = self.device
+        c = self.counts
         prefix_cache = None
         if plen > 0:
             prefix_ids = torch.tensor([seqs[0][:plen]], device=dev)
-            prefix_cache = self.model(prefix_ids, use_cache=True, logits_to_keep=1).past_key_values
+            prefix_cache = _output_cache(self.model(prefix_ids, use_cache=True, logits_to_keep=1))
+            c.judge_rows += plen
+            c.judge_logit_rows += 1
+            c.judge_forwards += 1
         results: list[torch.Tensor] = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(seqs), self.batch_size):
@@ -195,9 +445,12 @@ class TransformersModel(Model):
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(b)
-                kwargs["past_key_values"] = cache
+                kwargs[self._cache_kw] = cache
             logits = self.model(**kwargs, use_cache=prefix_cache is not None, logits_to_keep=1).logits[:, -1]
             results.extend(torch.log_softmax(logits.float(), -1).cpu())
+            c.judge_rows += b * width
+            c.judge_logit_rows += b
+            c.judge_forwards += 1
         return results
 
     def option_probs(self, prompts: Sequence[Prompt], options: Sequence[str]) -> list[OptionProbs]:
@@ -215,42 +468,88 @@ class TransformersModel(Model):
     # --- generation -------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], config: GenerationConfig = GenerationConfig()) -> list[str]:
+        """Continuations in the caller's order, in chunks of ``batch_size`` prompts decoded together.
+
+        With ``prefill="per_prompt"`` each prompt but its last token runs alone (no padding), the caches are
+        joined left-aligned to the chunk's longest and masked where a prompt is shorter, and transformers'
+        ``generate`` continues from there: the first step computes every prompt's last token, the later ones
+        one token per prompt. Greedy output is each prompt's output alone (tested); sampling is seeded per
+        chunk with ``config.seed``, as before.
+        """
+        method = self._prefill_method()
         tok = self.tokenizer
-        results: list[str] = []
-        old_side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start : start + self.batch_size]
-                encoded = [self.encode(p) for p in chunk]
-                width = max(len(e) for e in encoded)
-                ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, e in enumerate(encoded):
-                    ids[r, width - len(e) :] = torch.tensor(e)
-                    mask[r, width - len(e) :] = 1
-                sampling: dict[str, Any] = {"do_sample": False}
-                if config.temperature > 0:
-                    if config.seed is not None:
-                        torch.manual_seed(config.seed)
-                    sampling = {"do_sample": True, "temperature": config.temperature}
-                out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    max_new_tokens=config.max_new_tokens,
-                    pad_token_id=tok.pad_token_id,
-                    top_p=None,
-                    top_k=None,
-                    **sampling,
-                )
-                for row in out[:, width:]:
-                    text = tok.decode(row, skip_special_tokens=True)
-                    for stop in config.stop:
-                        text = text.split(stop)[0]
-                    results.append(text)
-        finally:
-            tok.padding_side = old_side
-        return results
+        encoded = [self.encode(p) for p in prompts]
+        for i, e in enumerate(encoded):
+            if not e:
+                raise ValueError(f"{self.name}: generation prompt {i} of {len(encoded)} has no tokens")
+        order = list(range(len(encoded)))
+        if method == "sorted":
+            order.sort(key=lambda i: len(encoded[i]))
+        c = self.counts
+        c.generate_calls += 1
+        c.generate_prompts += len(encoded)
+        c.generate_prompt_tokens += sum(len(e) for e in encoded)
+        results: list[str | None] = [None] * len(encoded)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            chunk = [encoded[i] for i in rows]
+            width = max(len(e) for e in chunk)
+            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, e in enumerate(chunk):
+                ids[r, width - len(e) :] = torch.tensor(e)
+                mask[r, width - len(e) :] = 1
+            extra: dict[str, Any] = {}
+            if method == "per_prompt" and any(len(e) != width for e in chunk):
+                extra[self._cache_kw] = self._joined_prompt_cache(chunk, width - 1)
+                c.generate_prefill_rows += sum(len(e) for e in chunk)  # all but the last alone, then the last
+            else:
+                c.generate_prefill_rows += len(chunk) * width
+            sampling: dict[str, Any] = {"do_sample": False}
+            if config.temperature > 0:
+                if config.seed is not None:
+                    torch.manual_seed(config.seed)
+                sampling = {"do_sample": True, "temperature": config.temperature}
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=config.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                top_p=None,
+                top_k=None,
+                **extra,
+                **sampling,
+            )
+            new = out[:, width:]
+            c.generate_decode_rows += len(chunk) * max(0, new.shape[1] - 1)
+            for i, row in zip(rows, new):
+                text = tok.decode(row, skip_special_tokens=True)
+                for stop in config.stop:
+                    text = text.split(stop)[0]
+                results[i] = text
+        return results  # type: ignore[return-value]
+
+    def _joined_prompt_cache(self, chunk: list[list[int]], length: int) -> Any:
+        """Each prompt's cache (all but its last token), computed alone and joined right-aligned.
+
+        Row ``r`` holds its ``len - 1`` cached positions in the last columns of ``length``; the columns in
+        front are zeros, masked out by the attention mask ``generate`` gets, so they change nothing (a masked
+        key has weight exactly 0) -- they cost attention, not the layers' matrix products.
+        """
+        dev = self.device
+        joined: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        for r, e in enumerate(chunk):
+            if len(e) < 2:
+                continue
+            cache = _output_cache(self.model(torch.tensor([e[:-1]], device=dev), use_cache=True, logits_to_keep=1))
+            layers = _cache_tensors(cache)
+            if joined is None:
+                joined = [(k.new_zeros((len(chunk), k.shape[1], length, k.shape[3])),
+                           v.new_zeros((len(chunk), v.shape[1], length, v.shape[3]))) for k, v in layers]
+            for (jk, jv), (k, v) in zip(joined, layers):
+                jk[r, :, length - k.shape[2] :] = k[0]
+                jv[r, :, length - v.shape[2] :] = v[0]
+        return _make_cache(joined)
 
 
 # --- loading ----------------------------------------------------------------------------------------
