@@ -406,12 +406,15 @@ def test_store_file_names_derive_from_the_full_identity(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     name = "smollm2-135m-instruct"
     specs = ["hf:orgA/judge", "hf:orgB/judge", name, f"zoo-hub:{name}", f"openai:{name}@http://127.0.0.1:8080/v1",
-             f"openai:{name}@http://127.0.0.1:8081/v1", "openai:gpt-4o-mini"]
+             f"openai:{name}@http://127.0.0.1:8081/v1", "openai:gpt-4o-mini", f"{name}@llama.cpp"]
     paths = [om.store_path(s, tmp_path) for s in specs]
     assert len(set(paths)) == len(specs)
     assert om.store_path(name, tmp_path) == tmp_path / "stores" / f"{name}.sqlite"  # committed names kept
     assert om.store_path("hf:orgA/judge", tmp_path) == om.store_path("orgA/judge", tmp_path)  # the same model
     assert om.store_path("hf:orgA/judge", tmp_path).name.startswith("judge-orga-")  # readable
+    assert om.store_path(f"llamacpp:{name}", tmp_path) == om.store_path(f"{name}@llama.cpp", tmp_path)
+    assert om.short_name(f"llamacpp:{name}") == f"{name}@llama.cpp"  # the name llama.cpp models are stored under
+    assert om.judge_identity("llamacpp:/models/x.gguf") == "llamacpp:/models/x.gguf"  # a path is not a hub id
     assert om.store_path(f"openai:{name}@http://127.0.0.1:8080/v1", tmp_path) == \
         om.store_path(f"openai:{name}@http://localhost:8080/v1/", tmp_path)  # one server, however spelled
     # openai:MODEL without @URL goes where the backend goes: OPENAI_BASE_URL if set

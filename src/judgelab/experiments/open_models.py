@@ -94,17 +94,22 @@ def short_name(spec: str) -> str:
     one name stay two judges (they did not: ``hf:orgA/judge`` and ``hf:orgB/judge`` merged into one judge
     with one R) and the name still starts with its family (:func:`family`); an API model is its model id
     (``openai:gpt-4o-mini@URL`` -> ``gpt-4o-mini``: a loaded API model is named by its id alone, and the
-    tables must name it the same live and replayed). Anything else -- a name this function made, a
-    fine-tuned variant's name -- is returned lower-cased, so ``short_name(short_name(x)) == short_name(x)``.
+    tables must name it the same live and replayed); a model in the llama.cpp runtime (``llamacpp:NAME``,
+    ``NAME@llama.cpp``, ``llamacpp:/path/NAME.gguf``) is ``NAME@llama.cpp``, the name it is loaded and stored
+    under. Anything else -- a name this function made, a fine-tuned variant's name -- is returned
+    lower-cased, so ``short_name(short_name(x)) == short_name(x)``.
     """
     spec = spec.strip()
     if spec.startswith("openai:"):
         return spec.removeprefix("openai:").partition("@")[0].split("/")[-1].lower()
+    if spec.startswith("llamacpp:") or spec.endswith("@llama.cpp"):
+        target = spec.removeprefix("llamacpp:").removesuffix("@llama.cpp").removeprefix("zoo:")
+        return f"{Path(target).stem if target.endswith('.gguf') else target}@llama.cpp".lower()
     for prefix in ("zoo:", "zoo-hub:"):
         if spec.startswith(prefix):
             return spec.removeprefix(prefix).lower()
     hub = spec.removeprefix("hf:")
-    if "/" in hub:
+    if "/" in hub and ":" not in hub.split("/")[0]:
         org, _, name = hub.partition("@")[0].rpartition("/")
         return f"{name}@{org}".lower()
     return spec.lower()
@@ -117,7 +122,8 @@ def judge_identity(spec: str) -> str:
     given, else ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``, normalised by
     :func:`~judgelab.models.openai_backend.normalise_endpoint` -- so answers of a local server are never
     filed as OpenAI's. ``ORG/NAME`` becomes ``hf:ORG/NAME`` (the same hub model, as
-    :func:`judgelab.models.get_model` resolves it); zoo names and anything else are themselves.
+    :func:`judgelab.models.get_model` resolves it); ``llamacpp:NAME`` becomes ``NAME@llama.cpp`` and a GGUF
+    path its absolute path; zoo names and anything else are themselves.
     """
     import os
 
@@ -128,7 +134,10 @@ def judge_identity(spec: str) -> str:
         model, _, url = spec.removeprefix("openai:").partition("@")
         url = url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
         return f"openai:{model}@{normalise_endpoint(url)}"
-    if not spec.startswith(("zoo:", "zoo-hub:", "hf:")) and "/" in spec:
+    if spec.startswith("llamacpp:") or spec.endswith("@llama.cpp"):
+        target = spec.removeprefix("llamacpp:").removesuffix("@llama.cpp").removeprefix("zoo:")
+        return f"llamacpp:{Path(target).resolve()}" if target.endswith(".gguf") else f"{target}@llama.cpp"
+    if not spec.startswith(("zoo:", "zoo-hub:", "hf:")) and "/" in spec and ":" not in spec.split("/")[0]:
         return f"hf:{spec}"
     return spec
 
