@@ -49,6 +49,12 @@ def test_replay_needs_a_store_and_misses_loudly(tmp_path):
     with pytest.raises(ValueError, match="needs a store"):
         get_model(SMOLLM2, replay=True)
     path = tmp_path / "empty.sqlite"
+    with pytest.raises(ReplayMiss) as err:  # a missing store: named, and not created by replay
+        get_model(SMOLLM2, store=path, replay=True)
+    assert str(path) in str(err.value) and not path.exists()
+    from judgelab.store import CallStore
+
+    CallStore(path).close()  # an empty store: the model is named
     with pytest.raises(ReplayMiss) as err:
         get_model(SMOLLM2, store=path, replay=True)
     assert SMOLLM2 in str(err.value) and str(path) in str(err.value)

@@ -43,7 +43,8 @@ def get_model(
     if store is not None:
         from judgelab.store import CallStore, StoredModel
 
-        st = store if isinstance(store, CallStore) else CallStore(Path(store))
+        # replay opens the store read-only: it never creates a missing store or writes to one
+        st = store if isinstance(store, CallStore) else CallStore(Path(store), readonly=replay)
         if replay:
             return StoredModel(None, st, replay=True, name=spec, progress=progress)
         return StoredModel(get_model(spec, device=device, **kwargs), st, progress=progress)
