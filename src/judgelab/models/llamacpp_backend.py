@@ -1,0 +1,571 @@
+"""The llama.cpp runtime: a zoo GGUF run in-process by llama-cpp-python, behind the one :class:`Model` interface.
+
+Why a second runtime. The transformers backend runs the zoo's GGUF files dequantised to float32: decoding a
+token reads every weight in fp32 (2.0 GB per token for the 0.5B Qwen, whose file is 0.49 GB), and on a CPU
+that streaming, not arithmetic, is the cost. llama.cpp reads the quantised blocks directly, so it decodes
+several times faster on the same file (``results/benchmarks/generation_throughput.csv``). Judging is
+prefill -- one pass over a long prompt, no decoding -- where the transformers backend's batched shared-prefix
+path is as fast or faster, so both runtimes stay: :func:`preferred_runtime` says which one the measurements
+favour for a kind of call.
+
+What is identical to :class:`~judgelab.models.transformers_backend.TransformersModel`, and why it matters:
+
+- **the text and the tokens.** Prompts are rendered and tokenised by the *same* transformers tokenizer the
+  transformers backend uses for this GGUF (read from the converted cache, else from the GGUF once and kept in
+  the cache), so both runtimes see the same token ids; llama.cpp only evaluates them. The tokenizer is built
+  from the GGUF's own vocabulary and chat template, so its ids are llama.cpp's ids.
+- **the options.** An option's probability is the sum over its single-token spellings "X" and " X",
+  chosen by the same rule (:meth:`LlamaCppModel.option_token_ids`).
+- **the outputs' decoding.** Generated ids are decoded by the same tokenizer (special tokens skipped) and
+  cut at the first stop string, as the transformers backend does.
+
+What differs: the numbers. llama.cpp computes with its quantised kernels, the transformers backend with
+dequantised fp32 matmuls, so probabilities differ a little (the tests bound it) and a greedy continuation
+can part ways where two tokens are nearly tied. The two are different runtimes of the same weights and are
+keyed apart: the fingerprint names the runtime (``"backend": "llama.cpp"`` and the llama-cpp-python
+version), the GGUF sha256 and the tensor types, so their records never mix in a store.
+
+How it is fast:
+
+- **next-token probabilities from the last position only.** A context without ``logits_all`` computes the
+  vocabulary projection for the last prompt token only; the log-softmax of that one row gives the option
+  probabilities. (llama.cpp's server returns log-probabilities only with ``logits_all``, the projection at
+  every position -- one reason the in-process runtime is faster for judging than the server.)
+- **KV-cache reuse of shared prefixes.** A ``llama_cpp.Llama`` keeps the key/value cache of the tokens it
+  evaluated last. Prompts are processed in sorted token order, so consecutive prompts share their longest
+  prefixes (the system prompt, the instructions, the article); each prompt evaluates only the tokens after
+  what it shares with the previous one. :attr:`LlamaCppModel.stats` counts prompt tokens and the tokens
+  actually evaluated. Reuse changes the batch shapes llama.cpp computes with, so results can differ from a
+  fresh evaluation in the last float bits (the tests bound it); greedy text is affected only at near-ties.
+- **one sequence at a time.** ``llama_cpp.Llama`` holds a single sequence; prompts are run one after
+  another. On a CPU a single decode already streams the quantised weights at memory speed, and the
+  measured gain of the transformers backend's batches was small (issue 15: 1.2x for 8 prompts).
+
+Seeds: a sampled continuation (``temperature > 0``) is seeded per prompt with ``config.seed``, so each
+prompt's sample does not depend on which other prompts share its call (a stored answer must not depend on
+the batch it was computed in). Several samples of one prompt therefore need several seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
+from judgelab.models.zoo import ZooEntry, ZooError, model_cache_dir
+
+RUNTIME = "llama.cpp"
+
+
+class LlamaCppError(RuntimeError):
+    """llama.cpp could not load a model or evaluate a prompt (the message says which and why)."""
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return str(llama_cpp.__version__)
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax in float64 (the vocabulary is large; float32 sums lose the small options' digits)."""
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+class LlamaCppModel(Model):
+    """A GGUF model run in-process by llama.cpp (module docstring).
+
+    ``reuse_prefix=False`` evaluates every prompt from scratch (the reference the tests compare the reuse
+    against, and the benchmark's "no reuse" row); ``sort_prompts=False`` keeps the caller's order.
+    """
+
+    def __init__(
+        self,
+        llama: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        fingerprint: dict[str, Any],
+        chat: bool,
+        reuse_prefix: bool = True,
+        sort_prompts: bool = True,
+    ):
+        self.llm = llama
+        self.tokenizer = tokenizer
+        self.name = name
+        self._fingerprint = fingerprint
+        self.chat = chat
+        self.reuse_prefix = reuse_prefix
+        self.sort_prompts = sort_prompts
+        self.n_ctx = int(llama.n_ctx())
+        self.n_vocab = int(llama.n_vocab())
+        self._option_ids: dict[tuple[str, ...], list[list[int]]] = {}
+        import llama_cpp
+
+        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._clean = 0  # leading cache entries evaluated in prompt batches (reusable; see _cache)
+        #: prompt tokens seen, tokens evaluated (prefill: what prefix reuse did not save), tokens generated
+        self.stats = {"prompts": 0, "prompt_tokens": 0, "evaluated_tokens": 0, "generated_tokens": 0}
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self._fingerprint
+
+    @property
+    def is_chat(self) -> bool:
+        return self.chat
+
+    # --- prompts (exactly as TransformersModel) ---------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees: chat template for chat models, flattened text for base models."""
+        if isinstance(prompt, str):
+            return prompt
+        if self.chat:
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return messages_to_text(prompt)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        text = self.render(prompt)
+        # chat templates carry their own special tokens; plain prompts get the tokenizer's (e.g. BOS)
+        add_special = not (self.chat and not isinstance(prompt, str))
+        ids = list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        if not ids:
+            raise ValueError(f"{self.name}: the prompt {text[:60]!r} has no tokens")
+        return ids
+
+    def option_token_ids(self, options: Sequence[str]) -> list[list[int]]:
+        """Token ids that stand for each option: the single-token spellings of "X" and " X".
+
+        The same rule as the transformers backend, with the same tokenizer, so the two runtimes sum the
+        same tokens. Raises if an option has no single-token spelling or two options share a token.
+        """
+        key = tuple(options)
+        if key not in self._option_ids:
+            ids: list[list[int]] = []
+            for opt in options:
+                found = []
+                for variant in (opt, " " + opt):
+                    toks = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
+                    if len(toks) == 1 and toks[0] not in found:
+                        found.append(toks[0])
+                if not found:
+                    raise ValueError(f"option {opt!r} is not a single token for {self.name}")
+                ids.append(found)
+            flat = [t for group in ids for t in group]
+            if len(flat) != len(set(flat)):
+                raise ValueError(f"options {options!r} share tokens for {self.name}: {ids}")
+            self._option_ids[key] = ids
+        return self._option_ids[key]
+
+    def _order(self, id_lists: Sequence[Sequence[int]]) -> list[int]:
+        n = len(id_lists)
+        return sorted(range(n), key=lambda i: list(id_lists[i])) if self.sort_prompts else list(range(n))
+
+    def _check_fits(self, n_tokens: int, what: str) -> None:
+        if n_tokens > self.n_ctx:
+            raise LlamaCppError(f"{self.name}: {what} needs {n_tokens} tokens, more than the llama.cpp context of "
+                                f"{self.n_ctx}; load the model with a larger n_ctx")
+
+    # --- evaluation with prefix reuse -------------------------------------------------------------
+    # llama.cpp computes a batch of one token with other kernels than a batch of two or more, and the
+    # numbers differ (measured on smollm2: next-token log-probabilities up to 0.5 apart in the tail, the
+    # options' probabilities by a few thousandths), while batches of two or more tokens give bit-identical
+    # results however a prompt is split. So no prompt token is ever evaluated in a batch of one (unless the
+    # prompt has one token), and only cache entries made that way are reused: a prompt's answer is then
+    # the same whatever was evaluated before it -- which the store relies on (an answer must not depend on
+    # the batch it was computed in) and the tests check bit for bit. Generated tokens are decoded one at a
+    # time, as every decoder does; they are never reused for a later prompt.
+    def _cache(self, ids: Sequence[int], fresh: int = 1) -> None:
+        """Leave the KV cache holding exactly ``ids``, evaluating only what it does not already share.
+
+        At least the last ``fresh`` tokens are evaluated now (1: their logits are the current ones; 0: none
+        need be, if all is cached), and never a batch of a single token unless ``ids`` has just one.
+        """
+        llm = self.llm
+        reuse = 0
+        if self.reuse_prefix and self._clean > 0 and llm.n_tokens > 0:
+            cached = llm.input_ids[: min(self._clean, llm.n_tokens)].tolist()
+            reuse = max(0, min(_common_prefix_len(cached, ids), len(ids) - fresh))
+            if len(ids) - reuse == 1 and reuse > 0:
+                reuse -= 1  # evaluate two tokens, not one
+        llm.n_tokens = reuse  # eval() drops the cache beyond n_tokens before it decodes
+        rest = list(ids[reuse:])
+        if len(rest) > llm.n_batch and len(rest) % llm.n_batch == 1:
+            llm.eval(rest[:-2])  # llama-cpp-python splits by n_batch: keep its last chunk at two tokens
+            llm.eval(rest[-2:])
+        else:
+            llm.eval(rest)
+        self._clean = len(ids)
+        self.stats["prompts"] += 1
+        self.stats["prompt_tokens"] += len(ids)
+        self.stats["evaluated_tokens"] += len(rest)
+
+    def _reset(self) -> None:
+        self.llm.n_tokens = 0
+        self.llm.eval([])  # drops the whole KV cache
+        self._clean = 0
+
+    def _last_logprobs(self) -> np.ndarray:
+        """Log-softmax of the logits after the last evaluated token (the only row a plain context computes)."""
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return _log_softmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)))
+
+    def next_token_logprobs(self, id_lists: Sequence[Sequence[int]]) -> np.ndarray:
+        """Log-softmax of the next-token logits after each token sequence: ``[n, vocab]``, float64."""
+        out = np.empty((len(id_lists), self.n_vocab), dtype=np.float64)
+        for i in self._order(id_lists):
+            self._check_fits(len(id_lists[i]), "a prompt")
+            self._cache(id_lists[i])
+            out[i] = self._last_logprobs()
+        return out
+
+    # --- judging ----------------------------------------------------------------------------------
+    def option_probs(self, prompts: Sequence[Prompt], options: Sequence[str]) -> list[OptionProbs]:
+        opts = check_options(options)
+        token_ids = self.option_token_ids(opts)
+        encoded = [self.encode(p) for p in prompts]
+        out: list[OptionProbs | None] = [None] * len(prompts)
+        for i in self._order(encoded):
+            self._check_fits(len(encoded[i]), "a prompt")
+            self._cache(encoded[i])
+            lp = self._last_logprobs()
+            raw = tuple(float(np.exp(lp[ids]).sum()) for ids in token_ids)
+            top = self.tokenizer.decode([int(lp.argmax())])
+            out[i] = OptionProbs(opts, raw, exact=True, extra={"top_token": top})
+        return out  # type: ignore[return-value]
+
+    # --- log-likelihood ---------------------------------------------------------------------------
+    def loglikelihood(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[dict[str, Any]]:
+        """Log-probability of each continuation after its prompt (see :meth:`Model.loglikelihood`).
+
+        The continuation is tokenised on its own (no special tokens) and appended to the prompt's tokens.
+        The prompt's cached prefix is reused; the tokens before each continuation token are evaluated in
+        one batch (of at least two tokens) with logits kept for the continuation's positions only
+        (llama.cpp's per-token output flags), not for the whole context. A one-token continuation thus
+        gets exactly the log-probability :meth:`next_token_logprobs` gives for that token.
+        """
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        wholes, starts = [], []
+        for p, c in zip(prompts, continuations):
+            ctx = self.encode(p)
+            cont = list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) if c else []
+            if not cont:
+                raise ValueError(f"{self.name}: continuation {c!r} has no tokens")
+            self._check_fits(len(ctx) + len(cont), "a prompt and its continuation")
+            wholes.append(ctx + cont)
+            starts.append(len(ctx))
+        results: list[dict[str, Any] | None] = [None] * len(prompts)
+        for i in self._order(wholes):
+            whole, start = wholes[i], starts[i]
+            # the cache takes whole[:b0]; whole[b0:-1] is one batch (>= 2 tokens where the sequence allows)
+            # whose rows from start - 1 on give the logits that predict the continuation's tokens
+            b0 = max(0, min(start - 1, len(whole) - 3))
+            if b0 > 0:
+                self._cache(whole[:b0], fresh=0)
+            else:
+                self._reset()
+                self.stats["prompts"] += 1
+                self.stats["prompt_tokens"] += len(whole)
+            lp = self._decode_rows(whole[b0:-1], first_output=start - 1 - b0)
+            targets = whole[start:]
+            total = float(lp[np.arange(len(targets)), targets].sum())
+            self._clean = len(whole) - 1
+            n = len(targets)
+            results[i] = {"logprob": total, "mean_logprob": total / n, "n_tokens": n}
+        return results  # type: ignore[return-value]
+
+    def _decode_rows(self, tokens: Sequence[int], first_output: int) -> np.ndarray:
+        """Decode ``tokens`` after the cache (one batch) and return the log-softmax of the logits rows of
+        positions ``first_output`` onwards: ``[len(tokens) - first_output, vocab]``."""
+        import llama_cpp
+
+        llm = self.llm
+        if len(tokens) > llm.n_batch:
+            raise LlamaCppError(f"{self.name}: a continuation of {len(tokens) - first_output} tokens is longer "
+                                f"than the batch of {llm.n_batch}; load the model with a larger n_batch")
+        llm.eval([])  # drop whatever the cache holds beyond n_tokens
+        n_past = llm.n_tokens
+        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for j, tok in enumerate(tokens):
+                batch.token[j] = tok
+                batch.pos[j] = n_past + j
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = 0
+                batch.logits[j] = j >= first_output
+            rc = llama_cpp.llama_decode(llm.ctx, batch)
+            if rc != 0:
+                raise LlamaCppError(f"{self.name}: llama_decode returned {rc} for a batch of {len(tokens)} tokens")
+            n_out = len(tokens) - first_output
+            rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(n_out, self.n_vocab))
+            lp = _log_softmax(rows)
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        llm.input_ids[n_past : n_past + len(tokens)] = tokens
+        llm.n_tokens = n_past + len(tokens)
+        self.stats["evaluated_tokens"] += len(tokens)
+        return lp
+
+    # --- generation -------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], config: GenerationConfig = GenerationConfig()) -> list[str]:
+        encoded = [self.encode(p) for p in prompts]
+        out: list[str | None] = [None] * len(prompts)
+        for i in self._order(encoded):
+            out[i] = self._generate_one(encoded[i], config)
+        return out  # type: ignore[return-value]
+
+    def generate_ids(self, ids: Sequence[int], config: GenerationConfig = GenerationConfig()) -> list[int]:
+        """The generated token ids after ``ids`` (EOG token excluded); what :meth:`generate` decodes."""
+        import llama_cpp
+
+        self._check_fits(len(ids) + config.max_new_tokens, f"a prompt plus {config.max_new_tokens} new tokens")
+        if config.max_new_tokens <= 0:
+            return []
+        llm = self.llm
+        self._cache(ids)  # the prompt, as for judging; llama-cpp-python then finds it cached and samples
+        if config.temperature > 0:
+            llm.set_seed(config.seed if config.seed is not None else random.SystemRandom().randrange(2**32))
+        # temperature alone, as the transformers backend samples: top-k 0, top-p 1, min-p 0 and no repeat
+        # penalty switch llama.cpp's other samplers off (temperature 0 is its greedy sampler)
+        produced: list[int] = []
+        for tok in llm.generate(list(ids), temp=float(config.temperature), top_k=0, top_p=1.0, min_p=0.0,
+                                typical_p=1.0, repeat_penalty=1.0, reset=True):
+            if llama_cpp.llama_vocab_is_eog(self._vocab, tok):
+                break
+            produced.append(int(tok))
+            if len(produced) >= config.max_new_tokens:
+                break
+            if config.stop and any(s in self.tokenizer.decode(produced, skip_special_tokens=True)
+                                   for s in config.stop):
+                break
+        self.stats["generated_tokens"] += len(produced)
+        return produced
+
+    def _generate_one(self, ids: Sequence[int], config: GenerationConfig) -> str:
+        text = self.tokenizer.decode(self.generate_ids(ids, config), skip_special_tokens=True)
+        for stop in config.stop:
+            text = text.split(stop)[0]
+        return text
+
+    def describe(self) -> str:
+        return f"{self.name} (llama.cpp {self._fingerprint.get('llama_cpp_python')}, n_ctx={self.n_ctx})"
+
+
+# --- which runtime ------------------------------------------------------------------------------------
+def preferred_runtime(kind: str, device: str | None = None) -> str:
+    """The runtime the measurements favour for a kind of call on a device (``results/benchmarks/``).
+
+    ``"generate"`` on CPU: llama.cpp (several times the tokens/s of the transformers backend on the same
+    GGUF); judging (``"option_probs"``), ``"loglikelihood"``, training and anything on CUDA: transformers
+    (its batched shared-prefix prefill is as fast or faster on CPU, and it is the only one that trains).
+    llama.cpp is chosen only where llama-cpp-python is installed.
+    """
+    import importlib.util
+
+    kinds = ("generate", "option_probs", "loglikelihood", "train")
+    if kind not in kinds:
+        raise ValueError(f"unknown kind of call {kind!r}; one of {kinds}")
+    if device is None:
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:  # pragma: no cover
+            device = "cpu"
+    if kind == "generate" and device == "cpu" and importlib.util.find_spec("llama_cpp") is not None:
+        return RUNTIME
+    return "transformers"
+
+
+# --- loading ------------------------------------------------------------------------------------------
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Set fields of the ``llama_model_params`` a ``llama_cpp.Llama`` is built with (it exposes only some).
+
+    ``Llama.__init__`` starts from ``llama_model_default_params()``; for the duration of the block that
+    function returns defaults with ``fields`` set. A field this llama-cpp-python does not have is an error.
+    """
+    import llama_cpp.llama_cpp as lc
+
+    with _PARAMS_LOCK:
+        original = lc.llama_model_default_params
+
+        def patched() -> Any:
+            params = original()
+            for key, value in fields.items():
+                if not hasattr(params, key):
+                    raise LlamaCppError(f"llama-cpp-python {llama_cpp_version()} has no model parameter {key!r}")
+                setattr(params, key, value)
+            return params
+
+        lc.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            lc.llama_model_default_params = original
+
+
+def _tokenizer_for(name: str, sha256: str, gguf: Path) -> Any:
+    """The transformers tokenizer of a GGUF: the converted model's if converted, else built once and cached.
+
+    It is the tokenizer the transformers backend uses (same vocabulary, same chat template), so both runtimes
+    render and tokenise identically. Building it parses the GGUF's vocabulary in Python (seconds for a large
+    vocabulary), so it is kept in ``$JUDGELAB_CACHE/models/tokenizers``.
+    """
+    from transformers import AutoTokenizer
+
+    converted = model_cache_dir() / "converted" / f"{name}-{sha256[:16]}"
+    if (converted / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(converted)
+    cached = model_cache_dir() / "tokenizers" / f"{name}-{sha256[:16]}"
+    if (cached / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(cached)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(cached, ignore_errors=True)
+    try:
+        tmp.rename(cached)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def _tensor_types(path: Path, sha256: str) -> dict[str, float]:
+    """The GGUF's tensor types (share of bytes), read once per file and remembered in the cache."""
+    from judgelab.models.zoo import gguf_tensor_types, summarise_tensor_types
+
+    memo = model_cache_dir() / "tensor_types" / f"{sha256}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())
+    types = summarise_tensor_types(gguf_tensor_types(path))
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(memo.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(types))
+    os.replace(tmp, memo)
+    return types
+
+
+def load_gguf(
+    path: str | Path,
+    *,
+    name: str,
+    sha256: str,
+    chat: bool,
+    hub_id: str | None = None,
+    tensor_types: dict[str, float] | None = None,
+    n_ctx: int = 8192,
+    n_batch: int = 512,
+    n_threads: int | None = None,
+    reuse_prefix: bool = True,
+    sort_prompts: bool = True,
+    extra_buffer_types: bool = False,
+) -> LlamaCppModel:
+    """Load a GGUF file into llama.cpp (memory-mapped: a second or two) with its transformers tokenizer.
+
+    ``n_ctx`` is capped at the model's training context; ``n_threads`` defaults to every core this process
+    may use (llama-cpp-python's own default is half of them).
+
+    ``extra_buffer_types`` is llama.cpp's ``use_extra_bufts``: weights repacked into the CPU's special
+    layouts (AMX tiles, interleaved Q4_0 blocks). It is off by default because on the machine this project
+    was built on -- a VM whose ``/proc/cpuinfo`` lists ``amx_tile`` and ``amx_int8`` and whose kernel grants
+    the AMX state -- llama.cpp's AMX kernels die with an illegal instruction (``tileloadd``) on the first
+    matmul, killing the process. It changes which kernels compute, so it is part of the fingerprint.
+    """
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise LlamaCppError("llama-cpp-python is not installed: pip install 'judgelab[server]'") from err
+    path = Path(path)
+    if not path.is_file():
+        raise LlamaCppError(f"no GGUF file at {path}")
+    threads = n_threads or usable_cores()
+
+    def build(ctx: int) -> Any:
+        with _model_params(use_extra_bufts=extra_buffer_types):
+            return llama_cpp.Llama(model_path=str(path), n_ctx=ctx, n_batch=n_batch, n_threads=threads,
+                                   n_threads_batch=threads, logits_all=False, verbose=False)
+
+    try:
+        llm = build(n_ctx)
+    except (ValueError, RuntimeError) as err:
+        raise LlamaCppError(f"llama.cpp could not load {path}: {err}") from err
+    train_ctx = llama_cpp.llama_model_n_ctx_train(llm.model)
+    if 0 < train_ctx < llm.n_ctx():
+        llm.close()
+        llm = build(train_ctx)
+    tokenizer = _tokenizer_for(name, sha256, path)
+    fingerprint = {
+        "backend": RUNTIME,
+        "llama_cpp_python": llama_cpp_version(),
+        "weights": "gguf",
+        "model": name,
+        "hub_id": hub_id,
+        "gguf_sha256": sha256,
+        "tensor_types": dict(tensor_types) if tensor_types else _tensor_types(path, sha256),
+        "extra_buffer_types": extra_buffer_types,
+        "chat": chat,
+    }
+    return LlamaCppModel(llm, tokenizer, name=f"{name}@{RUNTIME}", fingerprint=fingerprint, chat=chat,
+                         reuse_prefix=reuse_prefix, sort_prompts=sort_prompts)
+
+
+def load_zoo(entry: ZooEntry, **kwargs: Any) -> LlamaCppModel:
+    """A zoo model's offline GGUF in llama.cpp, named ``NAME@llama.cpp`` (a different name and fingerprint
+    from the transformers runtime's ``NAME``, so a store keeps their records apart and replay finds each)."""
+    return load_gguf(entry.gguf_path(), name=entry.name, sha256=entry.gguf_sha256, chat=entry.chat,
+                     hub_id=entry.hub_id, tensor_types=dict(getattr(entry, "tensor_types", {}) or {}) or None,
+                     **kwargs)
+
+
+def load_file(path: str | Path, *, chat: bool | None = None, **kwargs: Any) -> LlamaCppModel:
+    """Any GGUF file (``llamacpp:/path/to/model.gguf``): named after the file, fingerprinted by its sha256."""
+    from judgelab.models.zoo import _sha256_cached
+
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"no GGUF file at {path}")
+    sha = _sha256_cached(path)
+    llm_name = path.stem
+    model = load_gguf(path, name=llm_name, sha256=sha, chat=bool(chat), **kwargs)
+    if chat is None:
+        model.chat = bool(getattr(model.tokenizer, "chat_template", None))
+        model._fingerprint["chat"] = model.chat
+    return model
+
+
+__all__ = ["LlamaCppError", "LlamaCppModel", "RUNTIME", "load_file", "load_gguf", "load_zoo", "preferred_runtime"]
