@@ -302,3 +302,19 @@ def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "Traceback" in err and "judgelab: error: OperationalError" in err
 
+
+
+def test_a_finetuning_slice_cannot_overwrite_the_committed_tables(tmp_path, monkeypatch, capsys):
+    """``--train-on cnn`` writes tables of the cnn slice only: not over the committed book tables."""
+    from judgelab.experiments import finetuning as ft
+
+    root = tmp_path / "clone"
+    (root / "results" / "finetuning").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    monkeypatch.setenv("JUDGELAB_ROOT", str(root))
+    monkeypatch.setattr(ft, "run", lambda *a, **k: pytest.fail("ran although the write is refused"))
+    assert main(["run", "finetuning", "--profile", "book", "--train-on", "cnn"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite the committed fine-tuning tables" in err and "training sets ['xsum'] missing" in err
+    with pytest.raises(ft.CommittedTablesError, match="variants .* missing"):
+        ft.write_tables("ci", root / "results" / "finetuning")

@@ -354,3 +354,14 @@ def test_ci_profile_end_to_end(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(replayed["variants.csv"]), variants)
     pd.testing.assert_frame_equal(pd.read_csv(replayed["training_log.csv"]), log)
     print(f"ci end-to-end: {elapsed:.0f}s live, {time.time() - t1:.0f}s rerun + replay")
+
+
+def test_book_tables_replay_to_the_committed_csvs(tmp_path):
+    """The committed stores replay to the committed fine-tuning tables, byte for byte (nothing is trained
+    and nothing is written under results/)."""
+    from judgelab import paths
+
+    written = paths.write_csvs(ft.result_tables(ft.run("book", progress=False)), tmp_path)
+    assert set(written) == {"variants.csv", "correlation.csv", "drift.csv", "training_log.csv"}
+    for name, path in written.items():
+        assert path.read_bytes() == (ft.default_results_dir("book") / name).read_bytes(), name

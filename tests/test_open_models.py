@@ -220,3 +220,17 @@ def test_sibling_findings_reads_the_contrast_only_where_there_is_recognition():
     assert "demonstration" in om.sibling_findings(pd.DataFrame(rows("a", 0.6, 0.8, n=2)))
     assert om.sibling_findings(pd.DataFrame(columns=["dataset", "judge", "against", "n"])) == \
         "No judge in this run has a sibling."
+
+
+def test_book_tables_replay_to_the_committed_csvs(tmp_path):
+    """The committed stores replay to the committed tables, byte for byte (read-only: nothing is written
+    under results/). Any change to scoring, counting or the CSV format shows up here first."""
+    from judgelab import paths
+
+    res = om.run("book", progress=False)
+    written = paths.write_csvs(om.result_tables(res), tmp_path)
+    assert set(written) == {"pairwise.csv", "individual.csv", "individual_ratios.csv", "diagnostics.csv", "kendall.csv"}
+    committed = om.default_results_dir("book")
+    for name, path in written.items():
+        assert path.read_bytes() == (committed / name).read_bytes(), f"{name} differs from the committed table"
+    assert (res.prompts["invalid"].isna()).all()  # every committed answer is a valid one

@@ -965,13 +965,44 @@ def kind_summary(shifts: pd.DataFrame, by: Sequence[str] = ("judge", "kind", "do
             .reset_index())
 
 
+class CommittedTablesError(ValueError):
+    """A run smaller than the book profile was about to overwrite the committed fine-tuning tables."""
+
+
+def check_committed_grid(prof: FinetuningProfile, results_dir: Path) -> None:
+    """Refuse to write a part of the book grid (a ``--train-on`` slice, fewer variants, judges or articles)
+    over the committed tables in ``results/finetuning``: they would then cover the slice only."""
+    book_dir = default_results_dir("book")
+    if Path(results_dir).resolve() != book_dir.resolve():
+        return
+    book = FINETUNING["book"]
+    short = [f"{what} {sorted(set(want) - set(have))} missing" for what, want, have in (
+        ("judges", book.judges, prof.judges), ("variants", book.variants, prof.variants),
+        ("training sets", book.train_datasets, prof.train_datasets),
+        ("evaluation sets", book.eval_datasets, prof.eval_datasets)) if not set(want) <= set(have)]
+    short += [f"{what} {have} < {want}" for what, want, have in (
+        ("n_eval", book.n_eval, prof.n_eval), ("n_drift", book.n_drift, prof.n_drift)) if have < want]
+    if short:
+        raise CommittedTablesError(
+            f"refusing to overwrite the committed fine-tuning tables in {book_dir} with a part of the book grid "
+            f"(profile {prof.name}: {'; '.join(short)}); write it elsewhere with results_dir / --results-dir")
+
+
 def write_tables(profile: str | FinetuningProfile = "book", results_dir: Path | str | None = None,
                  base_results_dir: Path | str | None = None, progress: bool = True) -> dict[str, Path]:
-    """Run or replay ``profile``; write ``variants.csv``, ``correlation.csv``, ``drift.csv``, ``training_log.csv``."""
+    """Run or replay ``profile``; write ``variants.csv``, ``correlation.csv``, ``drift.csv``, ``training_log.csv``.
+
+    Into the committed book directory only a run that covers the whole book grid
+    (:func:`check_committed_grid`, checked before anything runs); each table is written atomically.
+    """
     prof = finetuning_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
-    res = run(prof, results_dir, base_results_dir, progress)
+    check_committed_grid(prof, results_dir)
+    return write_csvs(result_tables(run(prof, results_dir, base_results_dir, progress)), results_dir)
+
+
+def result_tables(res: FinetuningResults) -> dict[str, pd.DataFrame]:
+    """The tables :func:`write_tables` writes, by file name."""
     variants = res.variants_table()
-    tables = {"variants.csv": variants, "correlation.csv": correlation_table(variants),
-              "drift.csv": drift_table(res.drift), "training_log.csv": res.training_log}
-    return write_csvs(tables, results_dir)
+    return {"variants.csv": variants, "correlation.csv": correlation_table(variants),
+            "drift.csv": drift_table(res.drift), "training_log.csv": res.training_log}

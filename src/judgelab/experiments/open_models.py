@@ -720,12 +720,15 @@ def write_tables(profile: str | OpenModelsProfile = "book", results_dir: Path | 
     prof = profile if isinstance(profile, OpenModelsProfile) else open_models_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
     check_committed_sizes(prof, results_dir)
-    res = run(prof, results_dir, progress)
-    tables = {
+    return write_csvs(result_tables(run(prof, results_dir, progress)), results_dir)
+
+
+def result_tables(res: OpenModelsResults) -> dict[str, pd.DataFrame]:
+    """The tables :func:`write_tables` writes, by file name."""
+    return {
         "pairwise.csv": res.pairwise_table(),
         "individual.csv": res.individual_table(),
         "individual_ratios.csv": ratios_table(res.individual),
         "diagnostics.csv": diagnostics_table(res.prompts, res.pairs),
         "kendall.csv": kendall_table(res.pairs),
     }
-    return write_csvs(tables, results_dir)
