@@ -22,6 +22,19 @@ def _mirror() -> Path:
     return mirrors[0]
 
 
+def test_require_skips_locally_and_fails_in_ci(monkeypatch, tmp_path):
+    """What a missing mirror does to the data tests: a skip on a laptop, a failure with the reason in CI."""
+    monkeypatch.setenv("JUDGELAB_DATA_MIRROR", str(tmp_path / "no-mirror"))
+    monkeypatch.setattr("test_data.mirror_dirs", lambda: [tmp_path / "no-mirror"])
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no data mirror"):
+        _mirror()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and a requirement is missing: no data mirror"):
+        _mirror()
+    require(True, "never raised when the requirement holds")
+
+
 @pytest.mark.parametrize("source", SOURCE_NAMES)
 def test_every_pinned_file_verifies_offline(source):
     _mirror()
