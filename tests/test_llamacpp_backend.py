@@ -385,3 +385,21 @@ def test_log_softmax_is_exact_on_extremes():
     out = lb._log_softmax(x)
     assert np.allclose(np.exp(out).sum(-1), 1.0)
     assert out[0, 0] == pytest.approx(0.0) and out[1, 0] == pytest.approx(-np.log(3))
+
+
+def test_generation_benchmark_table_merges_by_method_and_model(tmp_path):
+    import importlib.util as iu
+
+    spec = iu.spec_from_file_location("generation_throughput", HERE.parent / "benchmarks" / "generation_throughput.py")
+    bench = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gen.csv"
+    bench.write_rows([{"method": "a", "model": "m", "tokens_per_s": 1.0},
+                      {"method": "b", "model": "m", "tokens_per_s": 2.0}], out)
+    table = bench.write_rows([{"method": "a", "model": "m", "tokens_per_s": 3.0},
+                              {"method": "a", "model": "n", "tokens_per_s": 4.0}], out)
+    got = {(r.method, r.model): r.tokens_per_s for r in table.itertuples()}
+    assert got == {("b", "m"): 2.0, ("a", "m"): 3.0, ("a", "n"): 4.0}  # replaced, kept, added
+    assert set(bench.METHODS) == {"judgelab-transformers", "judgelab-llama.cpp", "llama-cpp-python"}
+    row = bench.measure("x", "m", lambda: (10, 5), 1, 1)
+    assert row["new_tokens"] == 5 and row["prompt_tokens"] == 10 and row["tokens_per_s"] > 0
