@@ -112,6 +112,17 @@ def test_self_eval_scores_goes_through_the_model_interface():
         selfeval.self_eval_scores(ScriptedJudge([]), ["Q"], ["A", "B"])
 
 
+def test_self_eval_scores_record_and_replay_through_the_store(tmp_path):
+    from judgelab.store import CallStore, StoredModel
+
+    store = CallStore(tmp_path / "calls.sqlite")
+    live = StoredModel(ScriptedJudge([op(d8=0.9), op()]), store, progress=False)
+    first = selfeval.self_eval_scores(live, ["Q1", "Q2"], ["A1", "A2"], ["R1", "R2"])
+    replay = StoredModel(None, store, replay=True, name="scripted", progress=False)
+    again = selfeval.self_eval_scores(replay, ["Q1", "Q2"], ["A1", "A2"], ["R1", "R2"])
+    assert again.equals(first) and again["valid"].tolist() == [True, False]  # the invalid answer survives storage
+
+
 # --- cosine ---------------------------------------------------------------------------------------------------
 class TableEmbedder:
     def __init__(self, vectors):
