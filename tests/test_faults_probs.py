@@ -163,6 +163,9 @@ def test_faulty_pairwise_answers_are_counted_not_scored(faulty_run):
 def test_faulty_answers_show_in_the_diagnostics(faulty_run):
     fault, res, judge = faulty_run
     diag = om.diagnostics_table(res.prompts, res.pairs).set_index("task")
+    text = om.findings(res.pairwise_table(), diag.reset_index())
+    n_bad = int(res.prompts["invalid"].notna().sum())
+    assert f"; {n_bad} of its {len(res.prompts)} prompts got an invalid answer (not scored, " in text
     p = res.prompts
     for task, name in (("detection", "recognition"), ("comparison", "preference")):
         g = p[p["task"] == task]

@@ -556,6 +556,15 @@ def _beyond_margin(pooled: pd.DataFrame, margin: float) -> dict[str, bool]:
             for ev, g in pooled.groupby("evaluator", sort=False)}
 
 
+def _invalid_text(row, d: pd.DataFrame) -> str:
+    """``; 12 of its 200 prompts got an invalid answer (not scored, 9 pairs left out)`` -- empty when none did."""
+    bad = int(d["n_invalid"].sum()) if "n_invalid" in d else 0
+    if not bad:
+        return ""
+    left = f", {row.n_invalid} pairs left out" if getattr(row, "n_invalid", 0) else ""
+    return f"; {bad} of its {int(d['prompts'].sum())} prompts got an invalid answer (not scored{left})"
+
+
 def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, paper: pd.DataFrame | None = None,
              margin: float = CHANCE_MARGIN) -> str:
     """What the pooled pairwise results show, in words: one line per judge and dataset (Markdown).
@@ -578,7 +587,8 @@ def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, paper: pd.DataFrame | N
             f"R = {interval_text(row, 'recognition')} ({_versus_chance(row, 'recognition')}), "
             f"S = {interval_text(row, 'preference')} ({_versus_chance(row, 'preference')}); "
             f"option 1 wins in {d['p_option1_wins'].mean():.0%} of its prompts; "
-            f"{d['mean_outside'].mean():.0%} of the probability falls outside the options.")
+            f"{d['mean_outside'].mean():.0%} of the probability falls outside the options"
+            + _invalid_text(row, d) + ".")
     ours_near = not any(_beyond_margin(pooled, margin).values())
     if ours_near:
         lines.append(f"\nEvery interval above lies within {margin:.2f} of chance. One that excludes 0.5 by a few "
