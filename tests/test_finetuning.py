@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -365,3 +367,33 @@ def test_book_tables_replay_to_the_committed_csvs(tmp_path):
     assert set(written) == {"variants.csv", "correlation.csv", "drift.csv", "training_log.csv"}
     for name, path in written.items():
         assert path.read_bytes() == (ft.default_results_dir("book") / name).read_bytes(), name
+
+
+class _FakePeft:
+    """Stands in for a PEFT model: save_pretrained writes an adapter file, or fails half-way."""
+
+    def __init__(self, payload: bytes, fail: bool = False):
+        self.payload, self.fail = payload, fail
+
+    def save_pretrained(self, path):
+        (Path(path) / ft.ADAPTER_FILE).write_bytes(self.payload[: len(self.payload) // 2])
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        (Path(path) / ft.ADAPTER_FILE).write_bytes(self.payload)
+        (Path(path) / "adapter_config.json").write_text("{}")
+
+
+def test_save_adapter_is_all_or_nothing(tmp_path):
+    path = tmp_path / "adapters" / "judge" / "50_xsum"
+    log = pd.DataFrame({"step": [1], "loss": [0.5]})
+    meta = ft.save_adapter(_FakePeft(b"first adapter"), path, log, {"variant": "50"})
+    assert ft.adapter_done(path) and (path / ft.ADAPTER_FILE).read_bytes() == b"first adapter"
+    assert meta["adapter_bytes"] == 13 and json.loads((path / ft.META_FILE).read_text()) == meta
+    assert (path / ft.LOG_FILE).read_text() == "step,loss\n1,0.5\n"
+    with pytest.raises(OSError, match="No space left"):
+        ft.save_adapter(_FakePeft(b"second adapter", fail=True), path, log, {"variant": "50"})
+    assert (path / ft.ADAPTER_FILE).read_bytes() == b"first adapter" and ft.adapter_done(path)  # old one whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["50_xsum"]  # no temporary directory left
+    ft.save_adapter(_FakePeft(b"third adapter"), path, log, {"variant": "50"})
+    assert (path / ft.ADAPTER_FILE).read_bytes() == b"third adapter"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["50_xsum"]
