@@ -120,7 +120,7 @@ def test_variant_sizes_and_config():
 @pytest.fixture(scope="module")
 def tiny():
     """A tiny random Llama with smollm2's tokenizer and chat template (fast; exact loss checks)."""
-    torch = pytest.importorskip("torch")
+    import torch  # a core dependency: missing torch is a broken install, never a skip
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from judgelab.models.transformers_backend import TransformersModel
