@@ -83,7 +83,8 @@ def test_option_checks():
     op = OptionProbs(("1", "2"), (0.3, 0.1))
     assert op.probs == pytest.approx({"1": 0.75, "2": 0.25})
     assert op.outside == pytest.approx(0.6)
-    assert OptionProbs(("1", "2"), (0.0, 0.0)).probs == {"1": 0.5, "2": 0.5}
+    none = OptionProbs(("1", "2"), (0.0, 0.0))  # no mass on any option: a non-answer, not 50/50
+    assert not none.valid and none.outside == 1.0 and all(v != v for v in none.probs.values())
     with pytest.raises(ValueError):
         OptionProbs(("1", "2"), (0.5,))
 
