@@ -79,6 +79,7 @@ def test_option_probs_flags_every_fault_and_never_scores_it(fault):
     assert a.outside == 1.0  # a non-answer's mass is all outside, not NaN and not 0
     assert all(math.isnan(v) for v in a.probs.values())  # nothing to score, not 0.5 / 0.5
     assert a.argmax is None
+    assert a.inside == 0.0 if fault == "outside" else math.isnan(a.inside)  # a non-answer has no mass inside
 
 
 def test_option_probs_checks_range_sum_and_tolerates_rounding():

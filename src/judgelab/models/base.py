@@ -127,8 +127,13 @@ class OptionProbs:
 
     @property
     def inside(self) -> float:
-        """The mass on the options (NaN for an invalid answer)."""
-        return float(math.fsum(self.raw)) if self.valid else math.nan
+        """The mass on the options as the backend gave it: 0 for a non-answer, NaN where the values are not
+        finite non-negative numbers (there is no mass to speak of)."""
+        try:
+            vals = [float(r) for r in self.raw]
+        except (TypeError, ValueError):
+            return math.nan
+        return math.fsum(vals) if all(math.isfinite(v) and v >= 0 for v in vals) else math.nan
 
     @property
     def outside(self) -> float:
