@@ -268,23 +268,25 @@ def test_parse_score_clips_low_and_rejects_bad_arguments():
 
 
 class ScriptedLM:
-    """Returns scripted outputs per (seed, prompt index); records the configs it was called with."""
+    """Answers from a script keyed by (prompt, seed); records every call's prompts and config."""
 
-    def __init__(self, script: dict[int, list[str]]):
+    def __init__(self, script: dict[tuple[str, int], str]):
         self.script = script
-        self.configs: list[GenerationConfig] = []
+        self.calls: list[tuple[list[str], GenerationConfig]] = []
 
     def generate(self, prompts, config):
-        self.configs.append(config)
-        return [self.script[config.seed][i] for i in range(len(prompts))]
+        self.calls.append((list(prompts), config))
+        return [self.script[(p, config.seed)] for p in prompts]
 
 
 def test_sample_scores_keeps_every_sample_and_counts_invalid_ones():
-    lm = ScriptedLM({0: ["8", "x"], 1: ["12", ""], 2: ["Score: 6", "3"]})
+    # item p0 gets seeds 0, 1, 2 and item p1 seeds 3, 4, 5: one seed per item and sample
+    lm = ScriptedLM({("p0", 0): "8", ("p0", 1): "12", ("p0", 2): "Score: 6",
+                     ("p1", 3): "x", ("p1", 4): "", ("p1", 5): "3"})
     samples = S.sample_scores(lm, ["p0", "p1"], (0, 10), n=3, temperature=0.7)
     assert len(samples) == 6  # nothing dropped
-    assert [c.seed for c in lm.configs] == [0, 1, 2]  # distinct seeds: distinct store keys
-    assert {(c.temperature, c.max_new_tokens) for c in lm.configs} == {(0.7, 5)}
+    assert [c.seed for _, c in lm.calls] == [0, 1, 2, 3, 4, 5] and all(len(p) == 1 for p, _ in lm.calls)
+    assert {(c.temperature, c.max_new_tokens) for _, c in lm.calls} == {(0.7, 5)}
     agg = S.aggregate_samples(samples).set_index("item")
     assert agg.loc[0, "score"] == pytest.approx((8 + 10 + 6) / 3)
     assert agg.loc[0, ["n_valid", "n_clipped", "n_non_numeric", "n_empty"]].tolist() == [3, 1, 0, 0]
@@ -294,8 +296,15 @@ def test_sample_scores_keeps_every_sample_and_counts_invalid_ones():
     assert lead.loc[0, "n_valid"] == 2  # "Score: 6" does not start with the score
 
 
+def test_batched_sampling_shares_a_seed_within_a_call_only():
+    lm = ScriptedLM({(p, s): "5" for p in ("a", "b", "c") for s in range(6)})
+    samples = S.sample_scores(lm, ["a", "b", "c"], (0, 10), n=2, prompts_per_call=2)
+    assert [(p, c.seed) for p, c in lm.calls] == [(["a", "b"], 0), (["a", "b"], 1), (["c"], 2), (["c"], 3)]
+    assert samples.groupby("item")["seed"].apply(list).tolist() == [[0, 1], [0, 1], [2, 3]]
+
+
 def test_an_item_with_no_valid_sample_has_no_score():
-    samples = S.sample_scores(ScriptedLM({0: ["no"], 1: ["none"]}), ["p"], (0, 10), n=2)
+    samples = S.sample_scores(ScriptedLM({("p", 0): "no", ("p", 1): "none"}), ["p"], (0, 10), n=2)
     agg = S.aggregate_samples(samples)
     assert math.isnan(agg.loc[0, "score"]) and agg.loc[0, "n_non_numeric"] == 2
 
@@ -387,7 +396,7 @@ def test_sampling_agrees_with_exact_on_smollm2(smollm2):
 @pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.7, 1.3])
 def test_sampling_agrees_with_exact_on_smollm2_many_samples(smollm2, temperature):
-    """192 samples per temperature, chat and completion forms; and the wrong temperature is rejected."""
+    """192 samples per temperature (completion form); and the same samples reject the T=1 distribution."""
     from judgelab.prompts import sato2026
 
     prompt = sato2026.completion("mtqe", MTQE_ITEM, (0, 10))
