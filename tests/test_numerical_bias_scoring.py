@@ -404,3 +404,23 @@ def test_sampling_agrees_with_exact_on_smollm2_many_samples(smollm2, temperature
     samples = _real_samples(smollm2, prompt, temperature, calls=12)
     assert _chi_square(_observed(samples), _categories(d[temperature], len(samples))) > 1e-3
     assert _chi_square(_observed(samples), _categories(d[1.0], len(samples))) < 0.05
+
+
+def test_long_table_sums_to_one_per_item():
+    dists = S.exact_distributions(FakeLM(TREE2), ["p", "q"], (0, 10), table=TABLE, temperatures=(0.7, 1.0))
+    long = S.distributions_long(dists, items=["a", "b"])
+    sums = long.groupby(["item", "temperature"])["prob"].sum()
+    assert len(sums) == 4 and np.allclose(sums, 1.0)
+    row = long[(long["item"] == "a") & (long["temperature"] == 1.0) & (long["score"] == 7.8)]
+    assert row["prob"].item() == pytest.approx(0.12)
+
+
+def test_simulated_item_scores_follow_the_mean_distribution():
+    d = exact(TREE2, decimals=1, min_prob=0)[0][1.0]
+    draws = S.simulate_item_scores([d, d], n=10, replicates=4000, seed=1)
+    assert draws.shape == (4000, 2)
+    table = d.mean_distribution(10).dropna()
+    assert np.nanmean(draws) == pytest.approx(d.expected(), abs=0.03)
+    exact_sd = math.sqrt((table["prob"] * (table["mean"] - d.expected()) ** 2).sum() / table["prob"].sum())
+    assert np.nanstd(draws) == pytest.approx(exact_sd, rel=0.05)
+    assert not np.allclose(draws[:, 0], draws[:, 1])  # items drawn independently

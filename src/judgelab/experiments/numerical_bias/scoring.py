@@ -644,3 +644,40 @@ def distributions_table(dists: Sequence[dict[float, ScoreDistribution]], items: 
                          "valid": d.valid, "invalid": d.invalid, "unresolved": d.unresolved, "below": d.below,
                          "above": d.above, "evaluations": d.evaluations})
     return pd.DataFrame(rows)
+
+
+def distributions_long(dists: Sequence[dict[float, ScoreDistribution]], items: Sequence[Any] | None = None
+                       ) -> pd.DataFrame:
+    """Every probability of exact distributions as a tidy table (for histograms and storing): one row per
+    (item, temperature, outcome) with ``score`` (NaN for the ``invalid`` and ``unresolved`` outcomes),
+    ``outcome`` (``score``, ``invalid``, ``unresolved``) and ``prob``; each (item, temperature) sums to 1."""
+    items = list(range(len(dists))) if items is None else list(items)
+    if len(items) != len(dists):
+        raise ValueError(f"{len(items)} items for {len(dists)} distributions")
+    frames = []
+    for item, by_t in zip(items, dists):
+        for t, d in by_t.items():
+            frames.append(pd.DataFrame({"item": item, "temperature": t,
+                                        "score": np.append(d.scores, [np.nan, np.nan]),
+                                        "outcome": ["score"] * len(d.probs) + ["invalid", "unresolved"],
+                                        "prob": np.append(d.probs, [d.invalid, d.unresolved])}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["item", "temperature", "score", "outcome", "prob"])
+
+
+def simulate_item_scores(dists: Sequence[ScoreDistribution], *, n: int = PAPER_SAMPLES, replicates: int = 1000,
+                         seed: int = 0) -> np.ndarray:
+    """Draws of the paper's item scores from the exact distributions: ``[replicates, items]``, NaN where
+    none of an item's ``n`` samples was valid.
+
+    Each draw is what one run of the paper's protocol would have given, without running the model again:
+    from each item's :meth:`ScoreDistribution.mean_distribution`. A dataset statistic (kurtosis, r) computed
+    on each replicate shows how much of a sampled run's number is sampling noise.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty((replicates, len(dists)))
+    for k, d in enumerate(dists):
+        table = d.mean_distribution(n)
+        p = table["prob"].to_numpy()
+        out[:, k] = rng.choice(table["mean"].to_numpy(), size=replicates, p=p / p.sum())
+    return out
