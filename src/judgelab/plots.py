@@ -52,6 +52,17 @@ def _errorbar(ax, x, table: pd.DataFrame, value: str, color="black"):
     ax.errorbar(x, v, yerr=np.vstack([v - lo, hi - v]), fmt="none", ecolor=color, capsize=3, lw=1)
 
 
+def around_chance(lows, highs, chance: float = 0.5, min_half_span: float = 0.02, pad: float = 0.12):
+    """y-limits centred on ``chance`` that hold every interval: an effect of 0.01 stays visible, and the
+    axis is symmetric, so above and below chance look alike. ``min_half_span`` keeps a flat result from
+    being blown up into noise."""
+    values = np.concatenate([np.asarray(lows, float), np.asarray(highs, float)])
+    values = values[np.isfinite(values)]
+    half = max(min_half_span, float(np.max(np.abs(values - chance))) if len(values) else 0.0)
+    half *= 1 + pad
+    return chance - half, chance + half
+
+
 def bars_with_ci(
     table: pd.DataFrame,
     value: str,
@@ -60,46 +71,64 @@ def bars_with_ci(
     ax=None,
     chance: float | None = 0.5,
     title: str | None = None,
-    ylim=(0, 1),
+    ylim=None,
+    legend: str = "right",
 ):
     """Grouped bar chart of ``value`` per ``x`` and ``hue`` with CI error bars from ``{value}_low/_high``.
 
-    The paper's style for R and S: one group per comparison source, one bar per evaluator, a dashed line
-    at chance (0.5).
+    The paper's style for R and S: one group per comparison source, one bar per evaluator. With a
+    ``chance`` level the bars start at chance (up: above chance, down: below) and the axis is centred on it
+    (:func:`around_chance`), so effects of a few hundredths are visible; ``ylim`` overrides the axis.
+    ``legend``: ``"right"`` (outside the axes, never over a bar), ``"below"``, or ``"none"``.
     """
     ax = ax or plt.subplots()[1]
     order = list(SOURCE_COLORS)
     xs = sorted(pd.unique(table[x]), key=lambda v: order.index(v) if v in order else len(order))
     hues = list(pd.unique(table[hue]))
     width = 0.8 / len(hues)
+    base = 0.0 if chance is None else chance
     for i, h in enumerate(hues):
         sub = table[table[hue] == h].set_index(x).reindex(xs)
         pos = np.arange(len(xs)) + (i - (len(hues) - 1) / 2) * width
         ok = sub[value].notna().to_numpy()
-        ax.bar(pos[ok], sub[value].to_numpy()[ok], width * 0.95, color=SOURCE_COLORS.get(h), label=label(h))
+        ax.bar(pos[ok], sub[value].to_numpy()[ok] - base, width * 0.95, bottom=base, color=SOURCE_COLORS.get(h),
+               label=label(h))
         _errorbar(ax, pos[ok], sub[ok], value)
     if chance is not None:
-        ax.axhline(chance, ls="--", lw=1, color="grey")
+        ax.axhline(chance, ls="--", lw=1, color="grey", label=f"chance ({chance:g})")
     ax.set_xticks(np.arange(len(xs)), [label(v) for v in xs])
-    if len(xs) > 6:  # long author lists (open judges join the released authors): keep labels readable
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    if len(xs) > 6:  # long author or variant lists: slanted labels that do not run into each other
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_ylabel(label(value))
     ax.set_xlabel("")
     if ylim:
         ax.set_ylim(*ylim)
+    elif chance is not None:
+        ax.set_ylim(*around_chance(table[f"{value}_low"], table[f"{value}_high"], chance))
     if title:
         ax.set_title(title)
-    ax.legend(title=label(hue) if hue not in ("evaluator",) else "Evaluator", loc="upper right", fontsize=8)
+    name = label(hue) if hue not in ("evaluator",) else "Evaluator"
+    if legend == "right":
+        ax.legend(title=name, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    elif legend == "below":
+        ax.legend(title=name, loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=8,
+                  ncol=min(len(hues) + 1, 4))
     return ax.figure
 
 
 def rs_bars(pairwise: pd.DataFrame, dataset: str):
-    """Two panels (R, S) for one dataset: bars per other source, one bar per evaluator, 95 % CIs."""
+    """Two panels (R, S) for one dataset: bars per other source, one bar per evaluator, 95 % CIs.
+
+    Both panels share one y-axis centred on chance, so R and S are read on the same scale; one legend, to
+    the right of both.
+    """
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     sub = pairwise[pairwise["dataset"] == dataset]
+    lim = around_chance(pd.concat([sub["recognition_low"], sub["preference_low"]]),
+                        pd.concat([sub["recognition_high"], sub["preference_high"]]))
     for ax, value in zip(axes, ("recognition", "preference")):
-        bars_with_ci(sub, value, ax=ax, title=f"{label(value)} ({label(dataset)})")
-    axes[1].get_legend().remove()
+        bars_with_ci(sub, value, ax=ax, title=f"{label(value)} ({label(dataset)})", ylim=lim,
+                     legend="right" if value == "preference" else "none")
     fig.tight_layout()
     return fig
 
@@ -115,9 +144,11 @@ def scatter_with_fit(
     title: str | None = None,
     annotate: str | None = None,
     diagonal: bool = False,
+    legend: str = "right",
 ):
     """Scatter of ``y`` against ``x`` with an optional fitted line (``fit``: ``slope``, ``intercept``,
-    and optionally ``r``, ``r_low``, ``r_high`` for the legend)."""
+    and optionally ``r``, ``r_low``, ``r_high`` for the legend). ``annotate`` names the column whose value
+    labels each point; the legend sits outside the axes (``"right"`` or ``"below"``), never on a point."""
     ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
     palette = {k: v for k, v in {**SOURCE_COLORS, **KIND_COLORS}.items() if hue and k in set(data[hue])} or None
     sns.scatterplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette=palette, s=45, alpha=0.85)
@@ -138,7 +169,10 @@ def scatter_with_fit(
     ax.set_ylabel(label(y))
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7, loc="best")
+    if legend == "below":
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
@@ -185,7 +219,7 @@ def loss_curves(log: pd.DataFrame, value: str = "loss", by: str = "trained_on"):
         ax.set_title(f"Trained on {label(panel)}")
         ax.set_xlabel("optimiser step")
         ax.set_ylabel(value.replace("_", " "))
-    axes[0][-1].legend(fontsize=7, ncol=2, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not on them
     fig.tight_layout()
     return fig
 
@@ -217,6 +251,6 @@ def variant_grid(variants: pd.DataFrame, rows: str = "trained_on", cols: str = "
             ax.set_xticks(xs, [variant_label(v, sep="=") for v in sub["variant"]])
             plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
             ax.set_title(f"trained on {label(rv)}, evaluated on {label(cv)}", fontsize=10)
-    axes[0][0].legend(fontsize=7, loc="best")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
