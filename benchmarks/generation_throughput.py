@@ -8,6 +8,8 @@ token ids: judgelab's runtimes share one tokenizer), greedy, ``--new-tokens`` ne
   per :meth:`generate` call;
 - ``judgelab-llama.cpp``: judgelab's llama.cpp runtime (``NAME@llama.cpp``), one :meth:`generate` call over
   the prompts (it runs them one after another, reusing shared prefixes);
+- ``judgelab-llama.cpp-batched``: the same runtime with ``decode_batch`` = the number of prompts: their
+  sequences are decoded together, one batch per step (other numbers than one at a time: its own fingerprint);
 - ``llama-cpp-python``: ``llama_cpp.Llama.create_completion`` on the same token ids with the same settings
   (threads, context, extra buffer types off) -- the reference judgelab's runtime should be within 10 % of.
 
@@ -98,8 +100,8 @@ def run_transformers_single(model_name: str, prompts: list[Prompt], cfg: Generat
     return max(rows, key=lambda r: r["tokens_per_s"])
 
 
-def _llamacpp(model_name: str, threads: int):
-    return get_model(f"{model_name}@llama.cpp", n_threads=threads, n_ctx=2048)
+def _llamacpp(model_name: str, threads: int, **kwargs: Any):
+    return get_model(f"{model_name}@llama.cpp", n_threads=threads, n_ctx=2048, **kwargs)
 
 
 def run_llamacpp_judgelab(model_name: str, prompts: list[Prompt], cfg: GenerationConfig, threads: int,
@@ -118,6 +120,26 @@ def run_llamacpp_judgelab(model_name: str, prompts: list[Prompt], cfg: Generatio
     from judgelab.models.llamacpp_backend import llama_cpp_version
 
     rows = [measure("judgelab-llama.cpp", model_name, run, len(prompts), threads,
+                    {"llama_cpp_python": llama_cpp_version()}) for _ in range(repeats)]
+    model.llm.close()
+    return max(rows, key=lambda r: r["tokens_per_s"])
+
+
+def run_llamacpp_batched(model_name: str, prompts: list[Prompt], cfg: GenerationConfig, threads: int,
+                         repeats: int = 1) -> dict[str, Any]:
+    """judgelab's llama.cpp runtime decoding all the prompts together (``decode_batch=len(prompts)``)."""
+    model = _llamacpp(model_name, threads, decode_batch=len(prompts))
+    model.generate(prompts[:2], GenerationConfig(max_new_tokens=4))  # warm-up
+
+    def run() -> tuple[int, int]:
+        before = dict(model.stats)
+        model.generate(prompts, cfg)
+        return (model.stats["prompt_tokens"] - before["prompt_tokens"],
+                model.stats["generated_tokens"] - before["generated_tokens"])
+
+    from judgelab.models.llamacpp_backend import llama_cpp_version
+
+    rows = [measure("judgelab-llama.cpp-batched", model_name, run, len(prompts), threads,
                     {"llama_cpp_python": llama_cpp_version()}) for _ in range(repeats)]
     model.llm.close()
     return max(rows, key=lambda r: r["tokens_per_s"])
@@ -150,6 +172,7 @@ def run_llamacpp_raw(model_name: str, prompts: list[Prompt], cfg: GenerationConf
 METHODS: dict[str, Callable[..., dict[str, Any]]] = {
     "judgelab-transformers": run_transformers_single,
     "judgelab-llama.cpp": run_llamacpp_judgelab,
+    "judgelab-llama.cpp-batched": run_llamacpp_batched,
     "llama-cpp-python": run_llamacpp_raw,
 }
 

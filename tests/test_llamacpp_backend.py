@@ -400,7 +400,8 @@ def test_generation_benchmark_table_merges_by_method_and_model(tmp_path):
                               {"method": "a", "model": "n", "tokens_per_s": 4.0}], out)
     got = {(r.method, r.model): r.tokens_per_s for r in table.itertuples()}
     assert got == {("b", "m"): 2.0, ("a", "m"): 3.0, ("a", "n"): 4.0}  # replaced, kept, added
-    assert set(bench.METHODS) == {"judgelab-transformers", "judgelab-llama.cpp", "llama-cpp-python"}
+    assert set(bench.METHODS) == {"judgelab-transformers", "judgelab-llama.cpp", "judgelab-llama.cpp-batched",
+                                  "llama-cpp-python"}
     row = bench.measure("x", "m", lambda: (10, 5), 1, 1)
     assert row["new_tokens"] == 5 and row["prompt_tokens"] == 10 and row["tokens_per_s"] > 0
 
@@ -425,3 +426,29 @@ def test_qwen_half_billion_agrees_across_runtimes():
     print(f"\n  qwen 0.5B: max |raw llama.cpp - raw transformers| = {worst:.4f} over {len(prompts)} prompts")
     assert worst <= 0.03
     assert [r.argmax for r in a] == [s.argmax for s in b]
+
+
+def test_batched_decoding_is_company_independent_and_keyed_apart(llm):
+    batched = get_model(SPEC, n_threads=1, n_ctx=2048, decode_batch=4)
+    assert batched.fingerprint["batched_decode"] is True and llm.fingerprint["batched_decode"] is False
+    assert batched.fingerprint_id != llm.fingerprint_id  # other numbers, other keys
+    prompts = SUMMARISE + GEN_PROMPTS[:3]
+    ids = [batched.encode(p) for p in prompts]
+    cfg = GenerationConfig(max_new_tokens=10)
+    four = batched.generate_ids_batched(ids, cfg)
+    batched.decode_batch = 2
+    two = batched.generate_ids_batched(ids, cfg)
+    alone = [batched.generate_ids_batched([x], cfg)[0] for x in ids[:2]]
+    assert four == two and alone == four[:2]  # neither the company nor the batch width changes an answer
+    assert all(0 < len(o) <= 10 for o in four)
+    sequential = [llm.generate_ids(x, cfg) for x in ids]
+    assert [o[:1] for o in four] == [o[:1] for o in sequential]  # same prefill: the same first token
+    # text, stop strings and limits as the sequential path
+    [text] = batched.generate([SUMMARISE[0]], GenerationConfig(max_new_tokens=24, stop=(".",)))
+    assert "." not in text and text
+    assert batched.generate_ids_batched(ids[:2], GenerationConfig(max_new_tokens=0)) == [[], []]
+    hot = GenerationConfig(max_new_tokens=8, temperature=1.0, seed=3)
+    assert batched.generate(prompts[:3], hot) == batched.generate(prompts[:3], hot)
+    with pytest.raises(ValueError, match="decode_batch"):
+        lb.LlamaCppModel(llm.llm, llm.tokenizer, name="x", fingerprint={}, chat=True, decode_batch=0)
+    batched.llm.close()
