@@ -452,3 +452,25 @@ def test_batched_decoding_is_company_independent_and_keyed_apart(llm):
     with pytest.raises(ValueError, match="decode_batch"):
         lb.LlamaCppModel(llm.llm, llm.tokenizer, name="x", fingerprint={}, chat=True, decode_batch=0)
     batched.llm.close()
+
+
+def test_server_launcher_without_extra_buffers_agrees_with_in_process(llm, monkeypatch):
+    """``python -m judgelab.models.llamacpp_backend serve`` is llama_cpp.server with extra buffer types off
+    (the default build's AMX path dies with SIGILL here); its answers equal the in-process runtime's."""
+    import judgelab.models.llamacpp_server as ls
+    from judgelab.models.openai_backend import OpenAICompatibleModel
+
+    original = ls.server_command
+
+    def command(*args, **kwargs):
+        cmd = original(*args, **kwargs)
+        i = cmd.index("llama_cpp.server")
+        return cmd[:i] + ["judgelab.models.llamacpp_backend", "serve"] + cmd[i + 1 :]
+
+    monkeypatch.setattr(ls, "server_command", command)
+    with ls.serve_gguf(zoo_entry(ZOO_NAME).gguf_path(), n_ctx=1024, n_threads=1) as url:
+        served = OpenAICompatibleModel.for_zoo(ZOO_NAME, url, timeout=120, max_attempts=1)
+        got = served.option_probs(CHAT_PROMPTS[2:], ["1", "2"])
+    ours = llm.option_probs(CHAT_PROMPTS[2:], ["1", "2"])
+    for a, b in zip(got, ours):
+        assert a.raw == pytest.approx(b.raw, abs=1e-6)

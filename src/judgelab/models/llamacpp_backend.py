@@ -704,4 +704,27 @@ def load_file(path: str | Path, *, chat: bool | None = None, **kwargs: Any) -> L
     return model
 
 
-__all__ = ["LlamaCppError", "LlamaCppModel", "RUNTIME", "load_file", "load_gguf", "load_zoo", "preferred_runtime"]
+def serve(argv: Sequence[str]) -> None:
+    """Run llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server ARGS``) with llama.cpp's
+    extra buffer types off, for the reason :func:`load_gguf` gives: on this project's VM the server's default
+    (AMX repacking) dies with an illegal instruction on the first request. The server has no option for it.
+
+        python -m judgelab.models.llamacpp_backend serve --model FILE.gguf --port 8080 ...
+    """
+    import runpy
+    import sys
+
+    sys.argv = ["llama_cpp.server", *argv]
+    with _model_params(use_extra_bufts=False):
+        runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by the tests through a subprocess
+    import sys
+
+    if len(sys.argv) < 2 or sys.argv[1] != "serve":
+        raise SystemExit("usage: python -m judgelab.models.llamacpp_backend serve [llama_cpp.server arguments]")
+    serve(sys.argv[2:])
+
+
+__all__ = ["LlamaCppError", "LlamaCppModel", "RUNTIME", "load_file", "load_gguf", "load_zoo", "preferred_runtime", "serve"]
