@@ -474,3 +474,21 @@ def test_server_launcher_without_extra_buffers_agrees_with_in_process(llm, monke
     ours = llm.option_probs(CHAT_PROMPTS[2:], ["1", "2"])
     for a, b in zip(got, ours):
         assert a.raw == pytest.approx(b.raw, abs=1e-6)
+
+
+def test_any_gguf_file_by_path(llm, tmp_path):
+    """``llamacpp:/path/file.gguf``: named after the file, fingerprinted by its sha256, chat from its template;
+    replay finds it under the name get_model gives the same string."""
+    path = zoo_entry(ZOO_NAME).gguf_path()
+    m = get_model(f"llamacpp:{path}", n_threads=1, n_ctx=512)
+    assert m.name == f"{path.stem}@llama.cpp" and m.chat is True and m.fingerprint["chat"] is True
+    assert m.fingerprint["gguf_sha256"] == zoo_entry(ZOO_NAME).gguf_sha256 and m.fingerprint["hub_id"] is None
+    assert m.render(CHAT_PROMPTS[3]) == llm.render(CHAT_PROMPTS[3])
+    store = tmp_path / "file.sqlite"
+    got = get_model(f"llamacpp:{path}", store=store, n_threads=1, n_ctx=512, progress=False).option_probs(
+        CHAT_PROMPTS[3:], ["1", "2"])
+    assert get_model(f"llamacpp:{path}", store=store, replay=True, progress=False).option_probs(
+        CHAT_PROMPTS[3:], ["1", "2"]) == got
+    with pytest.raises(ZooError, match="no GGUF file"):
+        get_model(f"llamacpp:{tmp_path / 'missing.gguf'}")
+    m.llm.close()
