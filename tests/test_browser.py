@@ -7,7 +7,8 @@ the browser has run MathJax, loaded the images and laid out the page. For every 
   MathJax did not typeset, or Markdown whose dollars were never parsed as math;
 * a math element without a MathJax rendering, a TeX error (``mjx-merror``), or MathJax not loaded at all;
 * error output: a cell's stderr or traceback, a Sphinx/docutils error box, an unresolved reference;
-* an image that did not load (``naturalWidth == 0``);
+* an image that did not load (``naturalWidth == 0``), a cell's plot shown without a numbered caption
+  (every figure goes through ``judgelab.display.figure`` and a ``{glue:figure}``);
 * a link to a local file or anchor that does not exist, a local file (CSS, JS, font) that failed to load;
 * any request that would leave the machine: the browser context is offline and every non-``file:``
   request is aborted and reported, so the book must render with no network, MathJax included;
@@ -102,7 +103,8 @@ async () => {
   }
   const math = [...document.querySelectorAll('.math')].map(el => ({
     rendered: !!el.querySelector('mjx-container'), text: el.textContent.trim().slice(0, 80)}));
-  const images = [...document.images].map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0}));
+  const images = [...document.images].map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
+    numbered: !img.closest('.cell_output') || !!img.closest('figure')?.querySelector('figcaption .caption-number')}));
   const links = [...document.querySelectorAll('a[href]')].map(a => ({href: a.href, raw: a.getAttribute('href'),
     here: a.hash && a.href.split('#')[0] === location.href.split('#')[0]
           ? !!document.getElementById(decodeURIComponent(a.hash.slice(1))) : null}));
@@ -125,7 +127,7 @@ def judge(probe: dict, requests: list[str], failed: list[str], page_errors: list
     text = "\n".join(probe["texts"])
     problems: dict[str, list[str]] = {k: [] for k in (
         "raw TeX", "stray $", "math not rendered", "error output", "missing image", "broken link",
-        "failed local file", "network request", "JavaScript error")}
+        "failed local file", "network request", "JavaScript error", "figure without number and caption")}
     for m in RAW_TEX.finditer(text):
         problems["raw TeX"].append(text[max(0, m.start() - 50): m.end() + 50].replace("\n", " "))
     for m in re.finditer(r"\$", text):
@@ -135,6 +137,7 @@ def judge(probe: dict, requests: list[str], failed: list[str], page_errors: list
     problems["math not rendered"] += [m["text"] for m in probe["math"] if not m["rendered"]]
     problems["error output"] = list(probe["errors"])
     problems["missing image"] = [i["src"] for i in probe["images"] if not i["ok"]]
+    problems["figure without number and caption"] = [i["src"] for i in probe["images"] if not i["numbered"]]
     for link in probe["links"]:
         url = urllib.parse.urlsplit(link["href"])
         if url.scheme != "file":
@@ -220,6 +223,7 @@ BROKEN_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>broken<
 <p>Pairwise score <span class="math notranslate nohighlight">\\(R = \\tfrac12 x\\)</span> and a raw $S$ here.</p>
 <div class="output stderr"><pre>UserWarning: something</pre></div>
 <img src="missing.png" alt="gone">
+<div class="cell_output"><img src="plot.png" alt="a plot shown bare, without a numbered caption"></div>
 <img src="https://example.invalid/remote.png" alt="remote">
 <a href="other.html">other page that is not there</a> <a href="#nowhere">an anchor that is not there</a>
 <a href="https://example.invalid/">an external link (not checked)</a>
@@ -232,7 +236,8 @@ def test_checker_reports_every_kind_of_defect(offline, tmp_path):
     page.write_text(BROKEN_PAGE)
     problems = check_page(offline, page.as_uri(), screenshot=tmp_path / "broken.png")
     assert set(problems) == {"raw TeX", "stray $", "math not rendered", "error output", "missing image",
-                             "broken link", "failed local file", "network request", "JavaScript error"}, report(problems)
+                             "broken link", "failed local file", "network request", "JavaScript error",
+                             "figure without number and caption"}, report(problems)
     assert any("tfrac" in t for t in problems["raw TeX"])
     assert len(problems["stray $"]) == 2  # the two dollars of "$S$"
     assert any(s.endswith("missing.png") for s in problems["missing image"])
