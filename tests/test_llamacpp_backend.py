@@ -94,7 +94,8 @@ def test_one_string_picks_the_runtime(llm):
     assert fp["tensor_types"] == summarise_tensor_types(gguf_tensor_types(entry.gguf_path()))
     assert set(fp["tensor_types"]) == {"Q4_1", "Q8_0"}
     # the other spellings load the same runtime with the same fingerprint
-    for spec, kw in [(f"llamacpp:{ZOO_NAME}", {}), (f"llamacpp:zoo:{ZOO_NAME}", {}), (ZOO_NAME, {"runtime": "llama.cpp"}),
+    for spec, kw in [(f"llamacpp:{ZOO_NAME}", {}), (f"llamacpp:zoo:{ZOO_NAME}", {}),
+                     (ZOO_NAME, {"runtime": "llama.cpp"}),
                      (f"zoo:{ZOO_NAME}", {"runtime": "auto", "device": "cpu"})]:
         other = get_model(spec, n_threads=1, n_ctx=512, **kw)
         assert other.fingerprint_id == llm.fingerprint_id, spec
@@ -492,3 +493,11 @@ def test_any_gguf_file_by_path(llm, tmp_path):
     with pytest.raises(ZooError, match="no GGUF file"):
         get_model(f"llamacpp:{tmp_path / 'missing.gguf'}")
     m.llm.close()
+
+
+def test_thread_count_does_not_change_the_numbers(llm):
+    two = get_model(SPEC, n_threads=2, n_ctx=1024)
+    assert two.fingerprint_id == llm.fingerprint_id  # threads are not in the fingerprint, so they must not matter
+    assert [o.raw for o in two.option_probs(CHAT_PROMPTS[2:], ["1", "2"])] == \
+           [o.raw for o in llm.option_probs(CHAT_PROMPTS[2:], ["1", "2"])]
+    two.llm.close()

@@ -156,7 +156,8 @@ def hardware(info: dict[str, object] | None = None) -> str:
     return f"cuda:{hw['gpu']}; {cpu}" if hw["gpu"] else cpu
 
 
-_HARDWARE_RE = re.compile(r"^(?:cuda:(?P<gpu>[^;]+); )?cpu:(?P<model>.+) x(?P<cores>\d+) \((?P<arch>[^;]+); (?P<isa>.*)\)$")
+_HARDWARE_RE = re.compile(
+    r"^(?:cuda:(?P<gpu>[^;]+); )?cpu:(?P<model>.+) x(?P<cores>\d+) \((?P<arch>[^;]+); (?P<isa>.*)\)$")
 _OLD_HARDWARE_RE = re.compile(r"^cpu:(?P<arch>[^\s()]+?)x(?P<cores>\d+)$")  # before the CPU model was recorded
 
 

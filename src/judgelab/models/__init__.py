@@ -132,7 +132,7 @@ def _llamacpp_target(spec: str, runtime: str, device: str | None) -> str | None:
 
 
 def _llamacpp_name(target: str) -> str:
-    """The name a llama.cpp model is stored under (what :func:`~judgelab.models.llamacpp_backend.load_gguf` names it)."""
+    """The name a llama.cpp model is stored under (as :func:`~judgelab.models.llamacpp_backend.load_gguf` names it)."""
     return f"{Path(target).stem if target.endswith('.gguf') else target}@llama.cpp"
 
 

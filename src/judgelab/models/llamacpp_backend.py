@@ -630,7 +630,10 @@ def load_gguf(
     """Load a GGUF file into llama.cpp (memory-mapped: a second or two) with its transformers tokenizer.
 
     ``n_ctx`` is capped at the model's training context; ``n_threads`` defaults to every core this process
-    may use (llama-cpp-python's own default is half of them).
+    may use (llama-cpp-python's own default is half of them). On a machine other work keeps busy pass
+    ``n_threads=1``: llama.cpp's threads wait for each other by spinning, and two threads on two loaded
+    cores decoded smollm2 at 1 token/s where one thread managed 20 (this project's shared VM, load ~6).
+    Threads split rows, not sums, so the thread count does not change the numbers (tested: 1 and 2 threads).
 
     ``extra_buffer_types`` is llama.cpp's ``use_extra_bufts``: weights repacked into the CPU's special
     layouts (AMX tiles, interleaved Q4_0 blocks). It is off by default because on the machine this project
@@ -727,4 +730,5 @@ if __name__ == "__main__":  # pragma: no cover - exercised by the tests through 
     serve(sys.argv[2:])
 
 
-__all__ = ["LlamaCppError", "LlamaCppModel", "RUNTIME", "load_file", "load_gguf", "load_zoo", "preferred_runtime", "serve"]
+__all__ = ["LlamaCppError", "LlamaCppModel", "RUNTIME", "load_file", "load_gguf", "load_zoo", "preferred_runtime",
+           "serve"]
