@@ -149,7 +149,7 @@ def scatter_with_fit(
     """Scatter of ``y`` against ``x`` with an optional fitted line (``fit``: ``slope``, ``intercept``,
     and optionally ``r``, ``r_low``, ``r_high`` for the legend). ``annotate`` names the column whose value
     labels each point; the legend sits outside the axes (``"right"`` or ``"below"``), never on a point."""
-    ax = ax or plt.subplots(figsize=(5.2, 4.4))[1]
+    ax = ax or plt.subplots(figsize=(8.5, 6.4) if annotate else (5.2, 4.4))[1]  # labels need room
     palette = {k: v for k, v in {**SOURCE_COLORS, **KIND_COLORS}.items() if hue and k in set(data[hue])} or None
     sns.scatterplot(data=data, x=x, y=y, hue=hue, style=style, ax=ax, palette=palette, s=45, alpha=0.85)
     lo, hi = np.nanmin(data[[x, y]].to_numpy()), np.nanmax(data[[x, y]].to_numpy())
@@ -162,9 +162,13 @@ def scatter_with_fit(
     if diagonal:
         ax.plot(grid, grid, ls=":", color="grey", lw=1)
     if annotate:
-        for _, row in data.iterrows():
-            ax.annotate(str(row[annotate]), (row[x], row[y]), fontsize=6, alpha=0.7, xytext=(2, 2),
-                        textcoords="offset points")
+        # adjustText moves the labels apart (with a thin line back to their point), so that points in a
+        # cluster stay identifiable instead of printing their names on top of each other
+        from adjustText import adjust_text
+
+        texts = [ax.text(row[x], row[y], str(row[annotate]), fontsize=6, alpha=0.85)
+                 for _, row in data.iterrows() if pd.notna(row[x]) and pd.notna(row[y])]
+        adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", lw=0.4, color="grey"))
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
     if title:
