@@ -3,7 +3,8 @@
 Call :func:`set_book_style` once at the top of a notebook; every plotting function here returns the
 matplotlib ``Figure`` so a notebook can show it inline or save it. Functions take tidy tables (one row
 per bar / point) and never compute statistics themselves: the numbers come from the experiment
-modules, so a figure can never disagree with the table printed beside it.
+modules, so a figure can never disagree with the table printed beside it. This module imports no
+experiment (variant names come from :mod:`judgelab.variants`), so drawing a figure loads no model code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from judgelab.experiments.finetuning import variant_kind, variant_label
+from judgelab.variants import variant_kind, variant_label
 
 #: One colour per summary source / evaluator, reused by every chapter.
 SOURCE_COLORS = {

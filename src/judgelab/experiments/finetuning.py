@@ -77,6 +77,7 @@ from judgelab.paths import atomic_write, replace_dir, results_path, write_csv, w
 from judgelab.profiles import hardware
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, ReplayMiss, StoredModel
+from judgelab.variants import variant_kind, variant_label  # noqa: F401  (re-exported: ft.variant_label)
 
 #: the four other released authors of every training article, in the order of the paper's Llama files
 TRAIN_OTHERS: tuple[str, ...] = ("human", "claude", "gpt4", "gpt35")
@@ -874,18 +875,6 @@ def drift_table(drift: pd.DataFrame) -> pd.DataFrame:
     out = om.with_invalid(stats.bootstrap_mean_table(drift, ["new_preference"], by), drift, ["new_preference"], by)
     share = drift.groupby(by, sort=False)["identical"].mean().rename("identical").reset_index()
     return out.merge(share, on=by, how="left")
-
-
-def variant_kind(variant: str) -> str:
-    """``"base"``, ``"recognition"`` (a digit string: N training articles) or ``"control"``."""
-    if variant == "base":
-        return "base"
-    return "recognition" if variant.isdigit() else "control"
-
-
-def variant_label(variant: str, sep: str = " = ") -> str:
-    """How figures name a variant: ``N = 50`` for a recognition variant, the control's own name otherwise."""
-    return f"N{sep}{variant}" if variant_kind(variant) == "recognition" else variant
 
 
 def shift_table(pairs: pd.DataFrame) -> pd.DataFrame:
