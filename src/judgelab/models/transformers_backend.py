@@ -140,7 +140,7 @@ class TransformersModel(Model):
         prefix_sharing: bool | str = True,
         min_shared_prefix: int = 32,
         min_shared_fraction: float = 0.5,
-        pack_tokens: int = 512,
+        pack_tokens: int = 2048,
         prefill: str = "per_prompt",
     ):
         self.model = model.eval()
@@ -287,6 +287,11 @@ class TransformersModel(Model):
         span on top of its parent's cache (plain causal prefill), then its children in packs of at most
         ``pack_tokens``; each pack is cropped off the cache afterwards, so siblings share the parent's cache
         without copying it. The LM head runs only at the positions where prompts end.
+
+        Why 2048 by default: on 2 CPU cores (qwen2.5-coder-0.5b, 32 pairwise prompts about two articles),
+        fewer, longer rows win until the attention over masked-out branches starts to cost: CPU time
+        54-72 s with packs of 1024, 49-53 s with 2048 or 4096, 54-58 s with the whole tree in one row,
+        against 75-82 s for the group method.
         """
         root = build_prefix_tree(seqs)
         cache = _make_cache()
