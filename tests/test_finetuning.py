@@ -397,3 +397,21 @@ def test_save_adapter_is_all_or_nothing(tmp_path):
     ft.save_adapter(_FakePeft(b"third adapter"), path, log, {"variant": "50"})
     assert (path / ft.ADAPTER_FILE).read_bytes() == b"third adapter"
     assert sorted(p.name for p in path.parent.iterdir()) == ["50_xsum"]
+
+
+def test_drift_findings_reads_interval_widths_not_habit():
+    def cell(p, lo, hi, ident=0.0, rater="r"):
+        return {"variant": "2", "trained_on": "xsum", "dataset": "xsum", "rater": rater, "new_preference": p,
+                "new_preference_low": lo, "new_preference_high": hi, "identical": ident}
+    degenerate = pd.DataFrame([cell(0.5, 0.5, 0.5, 1.0), cell(0.5, 0.5, 0.5, 1.0), cell(0.52, 0.45, 0.6)])
+    text = ft.drift_findings(degenerate, 3)
+    assert "67% of the new summaries are word for word" in text
+    assert "2 of the 3 intervals have zero width: with 3 articles per dataset" in text
+    assert "wide" not in text.replace("(median)", "")
+    assert "No cell has an interval that excludes 0.5" in text
+    real = ft.drift_findings(pd.DataFrame([cell(0.7, 0.6, 0.8, rater="q"), cell(0.5, 0.4, 0.6)]), 25,
+                             label=str.upper)
+    assert "1 of 2 (variant, dataset, rater) cells have an interval that excludes 0.5: 2/xsum on xsum by Q (0.70)" \
+        in real
+    assert "The largest departure from 0.5 is 0.700" in real
+    assert "With 25 articles per dataset the intervals are 0.200 wide (median)" in real and "zero width" not in real

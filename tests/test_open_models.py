@@ -177,14 +177,38 @@ def test_findings_reads_each_interval_against_chance_and_the_shared_margin():
     # beside the paper: which of its evaluators go beyond the same margin, and which stay within it
     paper = pd.DataFrame([_pooled("gpt4", 0.67, 0.70), _pooled("llama", 0.51, 0.51), _pooled("gpt35", 0.53, 0.44)])
     last = om.findings(pd.DataFrame([_pooled("a", 0.497, 0.5)]), diag, paper).split("\n")[-1]
-    assert "**gpt4** (xsum R 0.670, S 0.700) and **gpt35** (xsum R 0.530, S 0.440) reach beyond 0.05" in last
+    # only the cells that lie beyond the margin are quoted: gpt35's R (0.530) stays within it, its S does not
+    assert ("**gpt4** (xsum R 0.670 [0.668, 0.672]; xsum S 0.700 [0.698, 0.702]) and **gpt35** "
+            "(xsum S 0.440 [0.438, 0.442]) lie beyond 0.05 of chance in the cells named") in last
+    assert "0.530" not in last
     assert "while **llama** stays within it as well" in last
     assert last.endswith("look like the paper's llama, not like its gpt4 and gpt35.")
     assert "look like" not in om.findings(pd.DataFrame([_pooled("b", 0.62, 0.5)]), diag, paper)
     assert om.findings(pd.DataFrame([_pooled("a", 0.5, 0.5)]), diag, paper.iloc[1:2]).endswith(
-        "no evaluator reaches beyond 0.05 of chance; **llama** stays within it as well.")
+        "no evaluator's interval lies beyond 0.05 of chance; **llama** stays within it as well.")
     assert om.findings(pd.DataFrame([_pooled("a", 0.5, 0.5)]).assign(other="human"), diag) == \
         "No judge in this run has pooled results."
+    # an interval that straddles the margin is neither "within" nor "beyond"
+    straddle = pd.DataFrame([_pooled("gpt35", 0.55, 0.5, half=0.01)])
+    assert om.findings(pd.DataFrame([_pooled("a", 0.5, 0.5)]), diag, straddle).endswith(
+        "no evaluator's interval lies beyond 0.05 of chance; **gpt35** neither stays within it nor lies clearly "
+        "beyond it.")
+
+
+def test_position_bias_text_names_ties_and_outside_mass_per_judge():
+    def row(ev, task, wins, outside, amb=(0.9, 0.1)):
+        return {"evaluator": ev, "dataset": "xsum", "task": task, "p_option1_wins": wins, "mean_outside": outside,
+                "ambiguous_1": amb[0], "ambiguous_2": amb[1]}
+    tied = pd.DataFrame([row("a", "recognition", 1.0, 0.90), row("a", "preference", 1.0, 0.86),
+                         row("b", "recognition", 1.0, 0.001), row("b", "preference", 0.98, 0.001)])
+    text = om.position_bias_text(tied)
+    assert text.startswith("3 of the 4 (judge, dataset, task) cases tie as the most position-biased")
+    assert "The most position-biased case" not in text
+    # per judge, not one average over judges (which would read 44% here and describe neither)
+    assert "**a** 86.0% to 90.0%; **b** 0.1%." in text and "44" not in text
+    single = om.position_bias_text(tied.assign(p_option1_wins=[0.7, 1.0, 0.6, 0.5]))
+    assert single.startswith("The most position-biased case is **a** on xsum (preference): option 1 wins in "
+                             "100.0% of prompts and 100.0% of pairs")
 
 
 def test_summary_only_author_is_judged_by_the_others_but_judges_nothing(tmp_path, monkeypatch):

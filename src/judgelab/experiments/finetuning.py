@@ -995,3 +995,40 @@ def result_tables(res: FinetuningResults) -> dict[str, pd.DataFrame]:
     variants = res.variants_table()
     return {"variants.csv": variants, "correlation.csv": correlation_table(variants),
             "drift.csv": drift_table(res.drift), "training_log.csv": res.training_log}
+
+
+def drift_findings(drift: pd.DataFrame, n_drift: int, label: Callable[[str], str] = str) -> str:
+    """The drift table in words: identical summaries, cells whose interval excludes 0.5, what the intervals can say.
+
+    The last sentence reads the intervals' widths instead of calling them "wide" by habit: over a handful of
+    articles most bootstrap resamples repeat the same few items, and an interval of zero width (every new
+    summary word for word the old one, or every rater at exactly 0.5) carries no information about spread.
+    ``label`` turns model names into the book's labels (the notebook passes ``plots.label``).
+    """
+    if drift.empty:
+        return "No drift cells in this run."
+    ident = drift["identical"].mean()
+    moved = drift[(drift["new_preference_low"] > 0.5) | (drift["new_preference_high"] < 0.5)]
+    text = f"Across variants, datasets and raters, {ident:.0%} of the new summaries are word for word the original. "
+    if len(moved):
+        text += f"{len(moved)} of {len(drift)} (variant, dataset, rater) cells have an interval that excludes 0.5"
+        if len(moved) <= 6:
+            text += ": " + ", ".join(f"{r.variant}/{r.trained_on} on {r.dataset} by {label(r.rater)} "
+                                     f"({r.new_preference:.2f})" for r in moved.itertuples())
+        text += "."
+    else:
+        text += ("No cell has an interval that excludes 0.5: at this size there is no evidence that fine-tuning "
+                 "changed the quality of the judge's writing.")
+    far = drift.loc[(drift["new_preference"] - 0.5).abs().idxmax()]
+    text += (f" The largest departure from 0.5 is {far.new_preference:.3f} ({far.variant}/{far.trained_on} on "
+             f"{label(far.dataset)}, rated by {label(far.rater)}).")
+    width = drift["new_preference_high"] - drift["new_preference_low"]
+    zero = int(np.isclose(width, 0).sum())
+    if zero:
+        text += (f" {zero} of the {len(drift)} intervals have zero width: with {n_drift} articles per dataset "
+                 "the bootstrap has almost nothing to resample, so such an interval says nothing about the spread;"
+                 " the check can reveal a large drift, not rule out a small one.")
+    else:
+        text += (f" With {n_drift} articles per dataset the intervals are {width.median():.3f} wide (median); "
+                 "the check can reveal a drift larger than that, not rule out a smaller one.")
+    return text

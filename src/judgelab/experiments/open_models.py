@@ -550,9 +550,28 @@ def _pooled(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["other"] == "all"]
 
 
-def _beyond_margin(pooled: pd.DataFrame, margin: float) -> dict[str, bool]:
-    """Evaluator -> whether any of its pooled R or S intervals reaches beyond ``margin`` of chance."""
-    return {ev: not all(near_chance(r, m, margin) for r in g.itertuples() for m in ("recognition", "preference"))
+def beyond_chance(row, measure: str, margin: float = CHANCE_MARGIN) -> bool:
+    """Whether the whole interval of ``measure`` lies more than ``margin`` from 0.5 (on one side)."""
+    return getattr(row, measure + "_low") > 0.5 + margin or getattr(row, measure + "_high") < 0.5 - margin
+
+
+_MEASURE_LETTER = {"recognition": "R", "preference": "S"}
+
+
+def _beyond_margin(pooled: pd.DataFrame, margin: float) -> dict[str, list[str]]:
+    """Evaluator -> the pooled cells (``xsum S 0.582 [0.574, 0.589]``) whose whole interval lies beyond ``margin``.
+
+    Only those cells are named in prose: an evaluator whose R stays within the margin while its S lies
+    beyond it is said to go beyond the margin *in S*, never with its R quoted as if it did too.
+    """
+    return {ev: [f"{r.dataset} {_MEASURE_LETTER[m]} {interval_text(r, m)}" for r in g.itertuples()
+                 for m in ("recognition", "preference") if beyond_chance(r, m, margin)]
+            for ev, g in pooled.groupby("evaluator", sort=False)}
+
+
+def _within_margin(pooled: pd.DataFrame, margin: float) -> dict[str, bool]:
+    """Evaluator -> whether every pooled R and S interval of it lies within ``margin`` of chance."""
+    return {ev: all(near_chance(r, m, margin) for r in g.itertuples() for m in ("recognition", "preference"))
             for ev, g in pooled.groupby("evaluator", sort=False)}
 
 
@@ -589,32 +608,61 @@ def findings(pairwise: pd.DataFrame, diag: pd.DataFrame, paper: pd.DataFrame | N
             f"option 1 wins in {d['p_option1_wins'].mean():.0%} of its prompts; "
             f"{d['mean_outside'].mean():.0%} of the probability falls outside the options"
             + _invalid_text(row, d) + ".")
-    ours_near = not any(_beyond_margin(pooled, margin).values())
+    ours_near = all(_within_margin(pooled, margin).values())
     if ours_near:
         lines.append(f"\nEvery interval above lies within {margin:.2f} of chance. One that excludes 0.5 by a few "
                      "thousandths, with option 1 winning almost every prompt, is most likely a residue of position "
                      "bias (the two orders are not perfectly symmetric), not evidence of self-recognition.")
     theirs = _pooled(paper) if paper is not None else None
     if theirs is not None and not theirs.empty:
-        beyond = _beyond_margin(theirs, margin)
-        far = [ev for ev, b in beyond.items() if b]
-        near = [ev for ev, b in beyond.items() if not b]
-
-        def values(ev: str) -> str:
-            return "; ".join(f"{r.dataset} R {r.recognition:.3f}, S {r.preference:.3f}"
-                             for r in theirs[theirs["evaluator"] == ev].itertuples())
-
+        beyond, within = _beyond_margin(theirs, margin), _within_margin(theirs, margin)
+        far = [ev for ev, cells in beyond.items() if cells]
+        near = [ev for ev in beyond if within[ev]]
+        unclear = [ev for ev in beyond if ev not in far and ev not in near]
         text = "\nIn the paper's released outputs (re-analysis chapter), "
-        text += (_and([f"**{ev}** ({values(ev)})" for ev in far]) + (" reaches" if len(far) == 1 else " reach")
-                 + f" beyond {margin:.2f} of chance" if far else f"no evaluator reaches beyond {margin:.2f} of chance")
+        text += (_and([f"**{ev}** ({'; '.join(beyond[ev])})" for ev in far])
+                 + (" lies" if len(far) == 1 else " lie") + f" beyond {margin:.2f} of chance in the cells named"
+                 if far else f"no evaluator's interval lies beyond {margin:.2f} of chance")
         if near:
             text += ((", while " if far else "; ") + _and([f"**{ev}**" for ev in near])
                      + (" stays" if len(near) == 1 else " stay") + " within it as well")
+        if unclear:
+            text += ("; " + _and([f"**{ev}**" for ev in unclear])
+                     + " neither stays within it nor lies clearly beyond it")
         text += "."
         if ours_near and far and near:
             text += f" At this scale the open judges look like the paper's {_and(near)}, not like its {_and(far)}."
         lines.append(text)
     return "\n".join(lines)
+
+
+def position_bias_text(diag: pd.DataFrame) -> str:
+    """The diagnostics table in words: the most position-biased cases and the mass outside the options.
+
+    Ties are named as ties (six cases at 100 % are not "the most position-biased case"), and the mass
+    outside the options is given per judge as a range, because an average over judges that put 90 % and
+    0.1 % of their probability outside the options describes none of them.
+    """
+    if diag.empty:
+        return "No diagnostics in this run."
+    top = diag["p_option1_wins"].max()
+    worst = diag[np.isclose(diag["p_option1_wins"], top)]
+    cases = [f"**{r.evaluator}** on {r.dataset} ({r.task})" for r in worst.itertuples()]
+    if len(cases) == 1:
+        r = worst.iloc[0]
+        text = (f"The most position-biased case is {cases[0]}: option 1 wins in {top:.1%} of prompts and "
+                f"{r.ambiguous_1 + r.ambiguous_2:.1%} of pairs get the same position in both orders.")
+    else:
+        text = (f"{len(cases)} of the {len(diag)} (judge, dataset, task) cases tie as the most position-biased, "
+                f"option 1 winning in {top:.1%} of their prompts: {_and(cases)}.")
+    per_judge = diag.groupby("evaluator", sort=False)["mean_outside"].agg(["min", "max"])
+    parts = [f"**{ev}** {lo:.1%}" + (f" to {hi:.1%}" if f"{hi:.1%}" != f"{lo:.1%}" else "")
+             for ev, lo, hi in per_judge.itertuples()]
+    text += (" The share of the next-token probability that fell outside the answer options, per judge (range "
+             "over datasets and tasks): " + "; ".join(parts) + ". The renormalised probabilities above ignore "
+             "that mass, so a judge that barely answers in the requested format still gets an $R$ and an $S$: "
+             "they mean less.")
+    return text
 
 
 def sizes_text(profile: OpenModelsProfile, runs: pd.DataFrame) -> str:
