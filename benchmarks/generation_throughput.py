@@ -22,7 +22,8 @@ seconds, ``tokens_per_s`` (generated tokens / seconds, prompt processing include
 1-minute load average before and after (the machine may be shared: read the numbers with it), the
 hardware string, the date, the GGUF's sha256 and the llama-cpp-python and torch versions. Every method is
 warmed up with one short generation first; with ``--repeats N`` the methods take turns N times and each
-keeps its fastest run. ``--threads`` (default: every usable core) is given to torch and llama.cpp alike;
+row is the run with the median tokens/s, with every run's rate in ``runs_tokens_per_s`` (on a shared
+machine the fastest run is an outlier as often as not). ``--threads`` (default: every usable core) is given to torch and llama.cpp alike;
 on a shared machine use 1 -- llama.cpp's threads spin on barriers, and two of them on two busy cores ran
 many times slower than one.
 
@@ -180,6 +181,14 @@ METHODS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median tokens/s (the lower middle one for an even count), with every run's rate."""
+    ranked = sorted(rows, key=lambda r: r["tokens_per_s"])
+    row = dict(ranked[(len(ranked) - 1) // 2])
+    row["runs_tokens_per_s"] = ";".join(f"{r['tokens_per_s']:g}" for r in rows)
+    return row
+
+
 def write_rows(rows: list[dict[str, Any]], out: Path = OUT) -> pd.DataFrame:
     """Merge ``rows`` into the table at ``out``: rows of the same (method, model) are replaced."""
     new = pd.DataFrame(rows)
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             raise SystemExit(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     cfg = GenerationConfig(max_new_tokens=args.new_tokens)
     hw, date = hardware(), time.strftime("%Y-%m-%d")
-    best: dict[tuple[str, str], dict[str, Any]] = {}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for name in args.models.split(","):
         sha = zoo_entry(name).gguf_sha256
         for rep in range(args.repeats):  # methods take turns, so a change in the machine's load hits all
@@ -221,9 +230,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 print(f"{name:30s} {m:28s} run {rep + 1}: {row['tokens_per_s']:8.2f} tokens/s ({row['new_tokens']} "
                       f"tokens, {row['seconds']:.1f} s, load {row['load_avg_before']}->{row['load_avg_after']})",
                       flush=True)
-                if (m, name) not in best or row["tokens_per_s"] > best[m, name]["tokens_per_s"]:
-                    best[m, name] = row
-    table = write_rows(list(best.values()), args.out)
+                runs.setdefault((m, name), []).append(row)
+    table = write_rows([median_row(r) for r in runs.values()], args.out)
     for name in args.models.split(","):
         rate = table[table["model"] == name].set_index("method")["tokens_per_s"]
         if {"judgelab-llama.cpp", "llama-cpp-python"} <= set(rate.index):

@@ -403,6 +403,9 @@ def test_generation_benchmark_table_merges_by_method_and_model(tmp_path):
     assert got == {("b", "m"): 2.0, ("a", "m"): 3.0, ("a", "n"): 4.0}  # replaced, kept, added
     assert set(bench.METHODS) == {"judgelab-transformers", "judgelab-llama.cpp", "judgelab-llama.cpp-batched",
                                   "llama-cpp-python"}
+    med = bench.median_row([{"tokens_per_s": 3.0, "k": "a"}, {"tokens_per_s": 1.0, "k": "b"},
+                            {"tokens_per_s": 2.0, "k": "c"}])
+    assert med["k"] == "c" and med["runs_tokens_per_s"] == "3;1;2"
     row = bench.measure("x", "m", lambda: (10, 5), 1, 1)
     assert row["new_tokens"] == 5 and row["prompt_tokens"] == 10 and row["tokens_per_s"] > 0
 
