@@ -8,7 +8,8 @@
         judge = OpenAICompatibleModel.for_zoo("smollm2-135m-instruct", base_url)
         judge.option_probs(prompts, ["1", "2"])
 
-The server is ``python -m llama_cpp.server`` (``pip install 'judgelab[server]'``) started as a subprocess
+The server is ``python -m llama_cpp.server`` (``pip install 'judgelab[server]'``), started as a subprocess
+through ``python -m judgelab.models.llamacpp_backend serve`` (extra buffer types off, see there)
 on 127.0.0.1 with ``--logits_all True`` (llama-cpp-python returns log-probabilities only then). Its chat
 endpoint renders the chat template stored in the GGUF's metadata unless ``chat_format`` names another one.
 Note that llama-cpp-python's server runs one request at a time (it holds a lock around its single model),
@@ -71,7 +72,10 @@ def server_command(
     """The command line :func:`serve_gguf` runs."""
     threads = n_threads or os.cpu_count() or 1
     cmd = [
-        sys.executable, "-m", "llama_cpp.server",
+        # llama_cpp.server through judgelab's launcher, which turns llama.cpp's extra buffer types (AMX
+        # repacking) off: on CPUs that list amx_tile but do not run it (this project's VMs) the plain server
+        # dies with an illegal instruction on its first request. See llamacpp_backend.serve.
+        sys.executable, "-m", "judgelab.models.llamacpp_backend", "serve",
         "--model", str(gguf_path),
         "--host", "127.0.0.1",
         "--port", str(port),
