@@ -300,3 +300,32 @@ def test_store_file_stays_compact(tmp_path):
     the first layout, hex TEXT keys with a rowid autoindex and a (fingerprint_id, kind) index, took ~410)."""
     per_record = _bytes_per_record(tmp_path)
     assert per_record < 300, f"{per_record:.0f} bytes per option_probs record"
+
+
+class FakeLikelihoodModel(FakeModel):
+    """A fake with log-likelihoods: a deterministic value per (prompt, continuation), counted."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.likelihood_calls = 0
+
+    def loglikelihood(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[dict[str, Any]]:
+        self.likelihood_calls += len(prompts)
+        return [{"logprob": -float(self._h(p, c) % 1000) / 10, "mean_logprob": -1.0, "n_tokens": len(c.split())}
+                for p, c in zip(prompts, continuations)]
+
+
+def test_loglikelihood_goes_through_the_store_keyed_on_prompt_and_continuation(tmp_path):
+    fake = FakeLikelihoodModel()
+    prompts, conts = ["article A", "article A", "article B"], ["summary one", "summary two", "summary one"]
+    with CallStore(tmp_path / "s.sqlite") as st:
+        live = StoredModel(fake, st, progress=False).loglikelihood(prompts, conts)
+        assert fake.likelihood_calls == 3 and len({r["logprob"] for r in live}) == 3
+        again = StoredModel(fake, st, progress=False).loglikelihood(prompts + ["article A"], conts + ["summary one"])
+        assert fake.likelihood_calls == 3 and again[:3] == live and again[3] == live[0]
+        replay = StoredModel(None, st, replay=True, name=fake.name, progress=False)
+        assert replay.loglikelihood(prompts, conts) == live
+        with pytest.raises(ReplayMiss):
+            replay.loglikelihood(["article A"], ["summary three"])
+        with pytest.raises(ValueError, match="2 prompts but 1 continuations"):
+            replay.loglikelihood(prompts[:2], conts[:1])

@@ -497,6 +497,20 @@ class StoredModel(Model):
         )
         return [OptionProbs.from_record(r) for r in records]
 
+    def loglikelihood(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str], labels: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Log-likelihoods through the store: each (prompt, continuation) pair is one call, keyed on both."""
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        pairs = [{"prompt": p, "continuation": c} for p, c in zip(prompts, continuations)]
+        return self._run(
+            "loglikelihood", pairs, {}, labels,  # type: ignore[arg-type]
+            lambda ps: self.model.loglikelihood(  # type: ignore[union-attr]
+                [q["prompt"] for q in ps], [q["continuation"] for q in ps]),
+            "loglikelihood", self.chunk_size,
+        )
+
 
 def open_store(path: str | Path, *, readonly: bool = False, identity: str | None = None) -> CallStore:
     """Open (creating if needed, unless ``readonly``) the store at ``path``; use as a context manager."""
