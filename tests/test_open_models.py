@@ -253,7 +253,8 @@ def test_book_tables_replay_to_the_committed_csvs(tmp_path):
 
     res = om.run("book", progress=False)
     written = paths.write_csvs(om.result_tables(res), tmp_path)
-    assert set(written) == {"pairwise.csv", "individual.csv", "individual_ratios.csv", "diagnostics.csv", "kendall.csv"}
+    assert set(written) == {"pairwise.csv", "individual.csv", "individual_ratios.csv", "diagnostics.csv", "kendall.csv",
+                            "debiased.csv"}
     committed = om.default_results_dir("book")
     for name, path in written.items():
         assert path.read_bytes() == (committed / name).read_bytes(), f"{name} differs from the committed table"

@@ -28,6 +28,7 @@ import pandas as pd
 from judgelab import stats
 from judgelab.data.self_recognition import AUTHORS, load_articles, load_summaries
 from judgelab.experiments.reanalysis import outcome, renormalised_pair
+from judgelab.experiments import debiased
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig
 from judgelab.paths import results_path, write_csvs
@@ -487,6 +488,14 @@ def diagnostics_table(prompts: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def debiased_table(prompts: pd.DataFrame) -> pd.DataFrame:
+    """``debiased.csv``: R and S with an additive position bias removed in logit space, per dataset x judge x
+    other author (and ``all``); see :mod:`judgelab.experiments.debiased` for what that cancels and what not.
+    A prompt with an invalid answer (NaN ``p1``/``p2``) leaves its pair undefined for that task, counted."""
+    pairs = debiased.debiased_pairs(prompts.rename(columns={"judge": "evaluator"}))
+    return debiased.debiased_table(pairs)
+
+
 def kendall_table(pairs: pd.DataFrame) -> pd.DataFrame:
     """Kendall tau between item-level R and S per judge and dataset."""
     return stats.kendall_tau_table(pairs.rename(columns={"judge": "evaluator"}), "recognition", "preference",
@@ -789,4 +798,5 @@ def result_tables(res: OpenModelsResults) -> dict[str, pd.DataFrame]:
         "individual_ratios.csv": ratios_table(res.individual),
         "diagnostics.csv": diagnostics_table(res.prompts, res.pairs),
         "kendall.csv": kendall_table(res.pairs),
+        "debiased.csv": debiased_table(res.prompts),
     }

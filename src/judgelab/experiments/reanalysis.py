@@ -36,6 +36,7 @@ import pandas as pd
 
 from judgelab import stats
 from judgelab.data.self_recognition import AUTHORS, DATASETS, article_keys, load_json
+from judgelab.experiments import debiased
 from judgelab.paths import write_csvs
 
 #: Evaluators of the main pairwise experiment (the files ``results/{ds}/{evaluator}_results.json``).
@@ -593,6 +594,69 @@ def _drift_coverage_defects(dc: pd.DataFrame | None = None) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
+# position-debiased scores (issue 20, item 1; the computation is in judgelab.experiments.debiased)
+# --------------------------------------------------------------------------------------------------
+
+
+def llama_prompts(df: pd.DataFrame, keys=("evaluator", "dataset", "key", "other")) -> pd.DataFrame:
+    """Per-prompt frame (``*keys, task, order, p1, p2``) from Llama per-pair rows (the raw ``fd_1`` ... ``bc_2``).
+
+    The raw fields are used, never the stored ``detection_score`` / ``self_preference``, which are swapped or
+    hold a position score in many Llama files (:func:`llama_formula_table`, ``defects.csv``); the raw
+    ``forward_*_output`` / ``backward_*_output`` fields follow the design (forward: own summary is option 1),
+    which is what the recomputed R and S of the chapter rest on.
+    """
+    keys = list(keys)
+    frames = []
+    for task, t in (("detection", "d"), ("comparison", "c")):
+        for order, side in (("forward", "f"), ("backward", "b")):
+            frames.append(df[keys].assign(task=task, order=order, p1=df[f"{side}{t}_1"].to_numpy(),
+                                          p2=df[f"{side}{t}_2"].to_numpy()))
+    return pd.concat(frames, ignore_index=True)
+
+
+def llama_debiased_pairs() -> pd.DataFrame:
+    """Per-pair d for out-of-the-box Llama-2 (every article) and every fine-tuned Llama-2 (held-out articles).
+
+    Held-out positions as in :func:`finetuned_table` (article position >= N for a variant trained on N).
+    Columns of :func:`judgelab.experiments.debiased.debiased_pairs` plus ``trained_on, variant``.
+    """
+    keys = ["trained_on", "variant", "evaluator", "dataset", "key", "other"]
+    base = pd.concat([pairs(ds, "llama") for ds in DATASETS], ignore_index=True).assign(trained_on="none", variant="none")
+    ft = finetuned_pairs()
+    ft = ft[ft["family"] == "llama"]
+    both = pd.concat([base, ft[base.columns]], ignore_index=True)
+    return debiased.debiased_pairs(llama_prompts(both, keys), keys)
+
+
+def llama_debiased_table() -> pd.DataFrame:
+    """``debiased.csv``: debiased R and S of Llama-2, out of the box (``variant`` none) and fine-tuned.
+
+    One row per ``dataset`` (evaluated on) x ``trained_on`` x ``variant`` x other source, and ``other='all'``
+    pooled; columns of :func:`judgelab.experiments.debiased.debiased_table`.
+    """
+    return debiased.debiased_table(llama_debiased_pairs(), by=["dataset", "evaluator", "trained_on", "variant"])
+
+
+def gpt_debiased_bounds() -> pd.DataFrame:
+    """``debiased_gpt_bounds.csv``: what the GPT files allow -- bounds on the debiased share of own wins.
+
+    The GPT files do not hold the top-2 log-probabilities: the base files store one per-pair score (the sum
+    of the two orders' unnormalised probabilities) and the answers; the fine-tuned files add one top-1
+    probability per order (the backward detection one never written, see ``defects.csv``). A per-order
+    log-odds needs P("1") and P("2"); one number per order, or one per pair, does not identify it. The
+    answers do identify its sign, hence bounds (:func:`judgelab.experiments.debiased.answer_bounds`).
+    Base GPT-4 and GPT-3.5 on every article; fine-tuned GPT-3.5 on held-out articles.
+    """
+    base = pd.concat([pairs(ds, ev) for ds in DATASETS for ev in ("gpt4", "gpt35")],
+                     ignore_index=True).assign(trained_on="none", variant="none")
+    ft = finetuned_pairs()
+    ft = ft[ft["family"] == "gpt35"]
+    both = pd.concat([base, ft[base.columns]], ignore_index=True)
+    return debiased.answer_bounds(both, by=["dataset", "evaluator", "trained_on", "variant"])
+
+
+# --------------------------------------------------------------------------------------------------
 # defects
 # --------------------------------------------------------------------------------------------------
 
@@ -885,6 +949,8 @@ def write_tables(out_dir: str | Path = "results/panickssery2024") -> dict[str, P
         "llama_formulas": llama_formula_table(),
         "coverage": coverage_table(),
         "defects": defects(),
+        "debiased": llama_debiased_table(),
+        "debiased_gpt_bounds": gpt_debiased_bounds(),
     }
     written = write_csvs({f"{name}.csv": df for name, df in tables.items()}, out)
     return {name: written[f"{name}.csv"] for name in tables}
