@@ -140,3 +140,14 @@ def test_committed_release_tables_equal_what_the_code_recomputes(name, build, tm
 
     written = paths.write_csv(getattr(ra, build)(), tmp_path / name)
     assert written.read_bytes() == paths.results_path("panickssery2024", name).read_bytes()
+
+
+def test_bounds_findings_say_when_the_answers_cannot_tell():
+    row = {"dataset": "xsum", "evaluator": "gpt4", "n": 100, "n_undefined": 0}
+    for m in ("recognition", "preference"):
+        row.update({f"{m}_own_wins_lower": 0.54, f"{m}_own_wins_lower_low": 0.52, f"{m}_own_wins_lower_high": 0.56,
+                    f"{m}_own_wins_upper": 0.85, f"{m}_own_wins_upper_low": 0.83, f"{m}_own_wins_upper_high": 0.86})
+    assert db.bounds_findings(pd.DataFrame([row])).count("own summary wins most pairs") == 2
+    wide = {**row, "recognition_own_wins_lower": 0.27, "recognition_own_wins_lower_low": 0.25}
+    text = db.bounds_findings(pd.DataFrame([wide]))
+    assert "R prompt 27.0-85.0% (the answers cannot tell)" in text and "S prompt 54.0-85.0% (own summary wins" in text

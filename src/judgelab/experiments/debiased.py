@@ -237,3 +237,28 @@ def debiased_findings(table: pd.DataFrame, label: str = "evaluator", few: int = 
         cells = [_cell(row, m, few) for m in MEASURES.values() if f"debiased_{m}" in row]
         parts.append(f"{who}: " + "; ".join(cells))
     return "With the additive position bias removed: " + ". ".join(parts) + "."
+
+
+def bounds_findings(bounds: pd.DataFrame, label: str = "evaluator") -> str:
+    """One clause per row of :func:`answer_bounds`: the range the share of own wins is known to lie in.
+
+    Where the whole range (lower bound's interval low to upper bound's interval high) lies above 0.5 the
+    own summary wins most pairs once position is removed whatever the unseen log-odds are; where it lies
+    below, it loses most; otherwise the answers cannot tell. Undefined pairs are counted.
+    """
+    if bounds.empty:
+        return "No pair has answers to bound."
+    parts = []
+    for _, row in bounds.iterrows():
+        who = f"{row[label]} on {str(row['dataset']).upper()}" if "dataset" in row else str(row[label])
+        cells = []
+        for m, letter in (("recognition", "R"), ("preference", "S")):
+            lo, hi = row[f"{m}_own_wins_lower"], row[f"{m}_own_wins_upper"]
+            lo_low, hi_high = row[f"{m}_own_wins_lower_low"], row[f"{m}_own_wins_upper_high"]
+            verdict = ("own summary wins most pairs" if lo_low > 0.5 else
+                       "own summary loses most pairs" if hi_high < 0.5 else "the answers cannot tell")
+            cells.append(f"{letter} prompt {100 * lo:.1f}-{100 * hi:.1f}% ({verdict})")
+        und = f"; {int(row['n_undefined'])} pairs without a '1'/'2' answer left out" if row["n_undefined"] else ""
+        parts.append(f"{who}: " + ", ".join(cells) + und)
+    return "Share of pairs the own summary wins once position is removed, bounded from the answers: " + \
+        "; ".join(parts) + "."
