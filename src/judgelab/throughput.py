@@ -1,0 +1,62 @@
+"""The benchmark tables of ``results/benchmarks/`` in words, for the chapters that depend on them.
+
+The sentences are generated from the tables (never typed), so a rerun of a benchmark changes the prose with
+it. Each names the hardware and load the table recorded, because on a shared 2-core machine a figure without
+its load average is not a measurement.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from judgelab.profiles import describe_hardware
+
+#: judging methods of ``benchmarks/judge_throughput.py``, in the order the prose reads them
+JUDGE_METHODS = {
+    "naive": "one plain forward pass per prompt",
+    "prefix": "the earlier group-wise prefix sharing",
+    "tree": "the prefix tree (every common prefix computed once, no padding rows)",
+    "llamacpp": "llama.cpp in-process with its key/value-cache reuse",
+}
+
+
+def _load(table: pd.DataFrame) -> str:
+    lo = min(table["load_before"].min(), table["load_after"].min())
+    hi = max(table["load_before"].max(), table["load_after"].max())
+    return f"load average {lo:.1f}" + (f"-{hi:.1f}" if f"{hi:.1f}" != f"{lo:.1f}" else "")
+
+
+def judging_text(bench: pd.DataFrame) -> str:
+    """What the judging benchmark shows: each method's prompts/s against the naive one, tokens computed."""
+    rate = bench.set_index("method")["prompts_per_s"]
+    if "naive" not in rate:
+        raise ValueError(f"judging benchmark has no 'naive' row to compare with; methods: {list(rate.index)}")
+    first = bench.iloc[0]
+    parts = [f"{JUDGE_METHODS.get(m, m)} {rate[m]:.3f} prompts/s ({rate[m] / rate['naive']:.1f}x naive, "
+             f"{int(r.computed_tokens):,} tokens computed)" for m, r in bench.set_index("method").iterrows()
+             if m != "naive"]
+    best = rate.drop("naive").idxmax() if len(rate) > 1 else "naive"
+    return (f"On {describe_hardware(first['hardware'])} ({first['date']}; {_load(bench)}; "
+            f"{int(first['prompts'])} pairwise prompts of {int(first['articles'])} articles judged by "
+            f"{first['model']}), one plain forward pass per prompt read {rate['naive']:.3f} prompts/s "
+            f"({int(bench.set_index('method').loc['naive', 'computed_tokens']):,} tokens); "
+            + "; ".join(parts) + f". The fastest is {JUDGE_METHODS.get(best, best).split(' (')[0]}. "
+            f"The fewest tokens any method must compute here is {int(first['min_tokens']):,}.")
+
+
+def generation_text(gen: pd.DataFrame) -> str:
+    """Greedy tokens/s per runtime and model, and judgelab's llama.cpp runtime against raw llama-cpp-python."""
+    lines = []
+    for model, g in gen.groupby("model", sort=False):
+        r = g.set_index("method")["tokens_per_s"]
+        text = f"**{model}**: " + ", ".join(f"{m} {v:.1f}" for m, v in r.items()) + " tokens/s"
+        if {"judgelab-llama.cpp", "llama-cpp-python"} <= set(r.index):
+            ratio = r["judgelab-llama.cpp"] / r["llama-cpp-python"]
+            verdict = "within" if ratio >= 0.9 else "not within"
+            text += (f"; judgelab's llama.cpp runtime reaches {ratio:.2f} of raw llama-cpp-python "
+                     f"({verdict} the 10 % goal)")
+        lines.append(text)
+    first = gen.iloc[0]
+    return (f"Greedy generation, {int(first['new_tokens_max'])} new tokens, on "
+            f"{describe_hardware(first['hardware'])} ({first['date']}; {_load(gen.rename(columns={'load_avg_before': 'load_before', 'load_avg_after': 'load_after'}))}): "
+            + "; ".join(lines) + ".")
