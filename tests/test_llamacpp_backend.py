@@ -464,14 +464,8 @@ def test_server_launcher_without_extra_buffers_agrees_with_in_process(llm, monke
     import judgelab.models.llamacpp_server as ls
     from judgelab.models.openai_backend import OpenAICompatibleModel
 
-    original = ls.server_command
-
-    def command(*args, **kwargs):
-        cmd = original(*args, **kwargs)
-        i = cmd.index("llama_cpp.server")
-        return cmd[:i] + ["judgelab.models.llamacpp_backend", "serve"] + cmd[i + 1 :]
-
-    monkeypatch.setattr(ls, "server_command", command)
+    cmd = ls.server_command("model.gguf", port=1)
+    assert cmd[1:4] == ["-m", "judgelab.models.llamacpp_backend", "serve"] and "llama_cpp.server" not in cmd
     with ls.serve_gguf(zoo_entry(ZOO_NAME).gguf_path(), n_ctx=1024, n_threads=1) as url:
         served = OpenAICompatibleModel.for_zoo(ZOO_NAME, url, timeout=120, max_attempts=1)
         got = served.option_probs(CHAT_PROMPTS[2:], ["1", "2"])

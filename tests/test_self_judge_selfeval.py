@@ -14,6 +14,7 @@ import pytest
 
 from conftest import require
 from judgelab.models.base import GenerationConfig, Model, OptionProbs
+from judgelab.paths import file_sha256
 from judgelab.prompts import ye2024
 from judgelab.experiments.self_judge import embedding, selfeval
 
@@ -152,7 +153,7 @@ def minilm():
 
 def test_minilm_is_the_pinned_model_and_orders_similarity(minilm):
     folder = embedding.model_path()
-    assert embedding._sha256(folder / "model.safetensors") == embedding.FINGERPRINT["weights_sha256"]
+    assert file_sha256(folder / "model.safetensors") == embedding.FINGERPRINT["weights_sha256"]
     dimension = getattr(minilm, "get_embedding_dimension", None) or minilm.get_sentence_embedding_dimension
     assert dimension() == 384 and minilm.max_seq_length == 256
     cos = selfeval.cosine_scores(

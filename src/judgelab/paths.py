@@ -106,3 +106,14 @@ def replace_dir(tmp: str | Path, path: str | Path) -> None:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: str | Path, block: int = 16 << 20) -> str:
+    """sha256 of a file's bytes, read in blocks (weights and adapters are too large to read at once)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -52,7 +52,6 @@ committed store (``JUDGELAB_LIVE=1`` computes what is missing); ``gpu`` is the f
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -73,7 +72,7 @@ from judgelab.experiments import open_models as om
 from judgelab.experiments.reanalysis import renormalised_pair
 from judgelab.models import get_model
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt
-from judgelab.paths import atomic_write, replace_dir, results_path, write_csv, write_csvs
+from judgelab.paths import atomic_write, file_sha256, replace_dir, results_path, write_csv, write_csvs
 from judgelab.profiles import hardware
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, ReplayMiss, StoredModel
@@ -470,12 +469,6 @@ def _micro_batches(batch: Sequence[int], seqs: Sequence[Sequence[int]], size: in
     return [[batch[j] for j in g] for g in sub]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 LOG_COLUMNS = ["judge", "variant", "trained_on", "n_train", "step", "loss", "p_label", "lr", "examples", "seconds"]

@@ -226,3 +226,26 @@ def check_options(options: Sequence[str]) -> tuple[str, ...]:
     if len(set(opts)) != len(opts):
         raise ValueError(f"answer options must be distinct, got {opts!r}")
     return opts
+
+
+def single_token_option_ids(tokenizer: Any, options: Sequence[str], name: str) -> list[list[int]]:
+    """Token ids that stand for each option: the single-token spellings of "X" and " X".
+
+    One rule for every local runtime (transformers and llama.cpp use the same tokenizer), so two runtimes
+    sum the same tokens. Raises if an option has no single-token spelling or two options share a token,
+    because then a next-token probability cannot tell them apart.
+    """
+    ids: list[list[int]] = []
+    for opt in options:
+        found: list[int] = []
+        for variant in (opt, " " + opt):
+            toks = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if len(toks) == 1 and toks[0] not in found:
+                found.append(toks[0])
+        if not found:
+            raise ValueError(f"option {opt!r} is not a single token for {name}")
+        ids.append(found)
+    flat = [t for group in ids for t in group]
+    if len(flat) != len(set(flat)):
+        raise ValueError(f"options {tuple(options)!r} share tokens for {name}: {ids}")
+    return ids

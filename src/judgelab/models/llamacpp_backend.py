@@ -65,7 +65,15 @@ from typing import Any
 
 import numpy as np
 
-from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
+from judgelab.models.base import (
+    GenerationConfig,
+    Model,
+    OptionProbs,
+    Prompt,
+    check_options,
+    messages_to_text,
+    single_token_option_ids,
+)
 from judgelab.models.zoo import ZooEntry, ZooError, model_cache_dir
 
 RUNTIME = "llama.cpp"
@@ -177,20 +185,7 @@ class LlamaCppModel(Model):
         """
         key = tuple(options)
         if key not in self._option_ids:
-            ids: list[list[int]] = []
-            for opt in options:
-                found = []
-                for variant in (opt, " " + opt):
-                    toks = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
-                    if len(toks) == 1 and toks[0] not in found:
-                        found.append(toks[0])
-                if not found:
-                    raise ValueError(f"option {opt!r} is not a single token for {self.name}")
-                ids.append(found)
-            flat = [t for group in ids for t in group]
-            if len(flat) != len(set(flat)):
-                raise ValueError(f"options {options!r} share tokens for {self.name}: {ids}")
-            self._option_ids[key] = ids
+            self._option_ids[key] = single_token_option_ids(self.tokenizer, options, self.name)
         return self._option_ids[key]
 
     def _order(self, id_lists: Sequence[Sequence[int]]) -> list[int]:

