@@ -10,6 +10,8 @@
     judgelab run open-models --profile P [--extend NAME=N] [--summaries NAME=N]
                                                  run or replay the open-models experiment
     judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
+    judgelab run likelihood --profile ci|book [--judges NAME ...] [--articles N] [--live]
+                                                 summaries' log-likelihoods under the open judges (llama.cpp)
     judgelab store info PATH                     models, calls per kind and metadata of a call store
     judgelab store migrate PATH ...              rewrite call stores of an older layout in the current one
 
@@ -182,7 +184,7 @@ def cmd_reanalysis(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import importlib
 
-    module_name = {"open-models": "open_models", "finetuning": "finetuning"}[args.experiment]
+    module_name = {"open-models": "open_models", "finetuning": "finetuning", "likelihood": "likelihood"}[args.experiment]
     try:
         module = importlib.import_module(f"judgelab.experiments.{module_name}")
     except ModuleNotFoundError as err:
@@ -196,6 +198,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if results_dir is None and hasattr(module, "default_results_dir"):
         results_dir = module.default_results_dir(args.profile)
     profile = args.profile
+    if args.experiment == "likelihood":  # sizes and judges of the likelihood analysis (issue 20, item 1)
+        try:
+            profile = module.likelihood_profile(args.profile, judges=args.judges, articles=args.articles,
+                                                live=args.live)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     if getattr(args, "train_on", None):
         # one slice of the fine-tuning grid: the store is shared safely, so slices can run side by side
         from dataclasses import replace
@@ -398,6 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="train only on these datasets (xsum, cnn): run the grid in slices, in "
                                 "parallel processes or on several machines; the tables then cover the slice")
         p.set_defaults(func=cmd_run)
+    p = run.add_parser("likelihood", help="log-likelihood of each author's summary under the open judges")
+    p.add_argument("--profile", choices=("ci", "book"), required=True)
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where tables and likelihood stores go (default: the profile's directory)")
+    p.add_argument("--judges", nargs="+", default=None, metavar="NAME[=N]",
+                   help="score these judges (zoo names of the open-models book run) at N or --articles each; "
+                        "the profile's other judges are replayed at their sizes")
+    p.add_argument("--articles", type=int, default=None, metavar="N",
+                   help="held-out articles per dataset (the first N each judge judged)")
+    p.add_argument("--live", action="store_true",
+                   help="compute what the stores lack with the llama.cpp runtime (as JUDGELAB_LIVE=1); the "
+                        "stores resume, so an interrupted run continues where it stopped")
+    p.set_defaults(func=cmd_run)
 
     store = sub.add_parser("store", help="call stores").add_subparsers(dest="action", required=True)
     p = store.add_parser("info", help="models, counts per kind and metadata")
