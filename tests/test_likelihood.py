@@ -135,7 +135,7 @@ def reg_rows(ll_lo: float, ll_hi: float, r_lo: float = -0.1, r_hi: float = 0.1) 
 def test_findings_reads_each_interval_on_its_side():
     above = lk.likelihood_findings(pd.DataFrame([own_row()]), reg_rows(0.01, 0.05))
     assert "more often than not" in above and "70.0% [60.0, 80.0]" in above
-    assert "+0.030 [+0.010, +0.050] per nat/token (a positive association)" in above
+    assert "+0.0300 [+0.0100, +0.0500] per nat/token (a positive association)" in above
     below = lk.likelihood_findings(pd.DataFrame([own_row(own_more_likely=0.3, own_more_likely_low=0.2,
                                                          own_more_likely_high=0.4, ll_diff=-0.3)]),
                                    reg_rows(-0.05, -0.01))

@@ -99,9 +99,10 @@ _BOOK_SIZES = dict(open_models_profile(SOURCE_PROFILE).judges)
 
 LIKELIHOOD_PROFILES: dict[str, LikelihoodProfile] = {
     "ci": LikelihoodProfile("ci", {"smollm2-135m-instruct": 2}),
-    # What has been computed live (the stores' run records name the hardware); the rest of the targets is
-    # short, and the stores resume: see the module docstring and `judgelab run likelihood --help`.
-    "book": LikelihoodProfile("book", {"smollm2-135m-instruct": 2}, replay=True, targets=_BOOK_SIZES),
+    # What has been computed live (the stores' run records name the hardware: 1 llama.cpp thread on a shared
+    # 2-core VM, 0.57-0.68 calls/s); the rest of the targets is short, and the stores resume:
+    # `judgelab run likelihood --profile book --judges smollm2-135m-instruct=200 --live`, then raise it here.
+    "book": LikelihoodProfile("book", {"smollm2-135m-instruct": 75}, replay=True, targets=_BOOK_SIZES),
 }
 
 
@@ -419,7 +420,8 @@ def _coef_text(reg: pd.DataFrame, model: str, term: str, unit: str) -> str | Non
     r = row.iloc[0]
     sign = ("a positive association" if r["low"] > 0 else "a negative association" if r["high"] < 0
             else "no association distinguishable from zero")
-    return f"{r['coef']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] {unit} ({sign})"
+    # four decimals: a coefficient per nat/token of S (a 0-1 scale) is often a few thousandths
+    return f"{r['coef']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] {unit} ({sign})"
 
 
 def likelihood_findings(own: pd.DataFrame, regression: pd.DataFrame, few: int = FEW_ARTICLES) -> str:
