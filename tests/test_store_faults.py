@@ -357,13 +357,19 @@ def test_migration_refuses_duplicates_that_disagree(tmp_path):
 
 
 def test_the_committed_stores_are_in_the_current_layout():
+    from judgelab.experiments.open_models import store_path
     from judgelab.paths import results_path
 
     paths = sorted(results_path().glob("*/stores/*.sqlite"))
     assert len(paths) >= 4
     for path in paths:
-        with CallStore(path, readonly=True, identity=path.stem) as store:  # layout and identity checked
+        with CallStore(path, readonly=True) as store:  # layout checked
             assert store.count() > 0
+            # the store records the judge it is for, and its file name is the one that judge's identity gives
+            identity = store.identity
+            assert identity and store_path(identity).name == path.name, (path, identity)
+        with CallStore(path, readonly=True, identity=identity):  # identity checked on open
+            pass
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete", path  # no -wal/-shm on read
         assert {r[0] for r in conn.execute("SELECT typeof(key) FROM calls")} == {"blob"}, path
