@@ -249,3 +249,38 @@ def single_token_option_ids(tokenizer: Any, options: Sequence[str], name: str) -
     if len(flat) != len(set(flat)):
         raise ValueError(f"options {tuple(options)!r} share tokens for {name}: {ids}")
     return ids
+
+
+class TokenizerPrompts:
+    """Prompt rendering and option tokens for the local runtimes, which share one transformers tokenizer.
+
+    transformers and llama.cpp must see the *same* text and token ids for a prompt (so their answers
+    differ only by their kernels), so both take these methods from here rather than keeping copies.
+    The class using it sets ``tokenizer``, ``chat``, ``name`` and an empty ``_option_ids`` dict.
+    """
+
+    tokenizer: Any
+    chat: bool
+    name: str
+    _option_ids: dict[tuple[str, ...], list[list[int]]]
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model sees: chat template for chat models, flattened text for base models."""
+        if isinstance(prompt, str):
+            return prompt
+        if self.chat:
+            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return messages_to_text(prompt)
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        text = self.render(prompt)
+        # chat templates carry their own special tokens; plain prompts get the tokenizer's (e.g. BOS)
+        add_special = not (self.chat and not isinstance(prompt, str))
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def option_token_ids(self, options: Sequence[str]) -> list[list[int]]:
+        """Token ids that stand for each option (:func:`single_token_option_ids`), cached per option set."""
+        key = tuple(options)
+        if key not in self._option_ids:
+            self._option_ids[key] = single_token_option_ids(self.tokenizer, options, self.name)
+        return self._option_ids[key]

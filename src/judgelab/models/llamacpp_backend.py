@@ -71,8 +71,7 @@ from judgelab.models.base import (
     OptionProbs,
     Prompt,
     check_options,
-    messages_to_text,
-    single_token_option_ids,
+    TokenizerPrompts,
 )
 from judgelab.models.zoo import ZooEntry, ZooError, model_cache_dir
 
@@ -111,7 +110,7 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-class LlamaCppModel(Model):
+class LlamaCppModel(TokenizerPrompts, Model):
     """A GGUF model run in-process by llama.cpp (module docstring).
 
     ``reuse_prefix=False`` evaluates every prompt from scratch (the reference the tests compare the reuse
@@ -160,33 +159,11 @@ class LlamaCppModel(Model):
         return self.chat
 
     # --- prompts (exactly as TransformersModel) ---------------------------------------------------
-    def render(self, prompt: Prompt) -> str:
-        """The exact text the model sees: chat template for chat models, flattened text for base models."""
-        if isinstance(prompt, str):
-            return prompt
-        if self.chat:
-            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return messages_to_text(prompt)
-
     def encode(self, prompt: Prompt) -> list[int]:
-        text = self.render(prompt)
-        # chat templates carry their own special tokens; plain prompts get the tokenizer's (e.g. BOS)
-        add_special = not (self.chat and not isinstance(prompt, str))
-        ids = list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+        ids = super().encode(prompt)  # render and tokenise exactly as TransformersModel (TokenizerPrompts)
         if not ids:
-            raise ValueError(f"{self.name}: the prompt {text[:60]!r} has no tokens")
+            raise ValueError(f"{self.name}: the prompt {self.render(prompt)[:60]!r} has no tokens")
         return ids
-
-    def option_token_ids(self, options: Sequence[str]) -> list[list[int]]:
-        """Token ids that stand for each option: the single-token spellings of "X" and " X".
-
-        The same rule as the transformers backend, with the same tokenizer, so the two runtimes sum the
-        same tokens. Raises if an option has no single-token spelling or two options share a token.
-        """
-        key = tuple(options)
-        if key not in self._option_ids:
-            self._option_ids[key] = single_token_option_ids(self.tokenizer, options, self.name)
-        return self._option_ids[key]
 
     def _order(self, id_lists: Sequence[Sequence[int]]) -> list[int]:
         n = len(id_lists)

@@ -34,8 +34,7 @@ from judgelab.models.base import (
     OptionProbs,
     Prompt,
     check_options,
-    messages_to_text,
-    single_token_option_ids,
+    TokenizerPrompts,
 )
 from judgelab.models.prefix_tree import PrefixNode, build_prefix_tree, unique_prefix_tokens
 from judgelab.models.zoo import (
@@ -118,7 +117,7 @@ def _make_cache(tensors: list[tuple[torch.Tensor, torch.Tensor]] | None = None) 
         return DynamicCache.from_legacy_cache(tuple(tensors))
 
 
-class TransformersModel(Model):
+class TransformersModel(TokenizerPrompts, Model):
     """A causal LM run by transformers.
 
     ``prefix_sharing`` picks how a batch of judging prompts is read (all give the plain forward pass's
@@ -214,31 +213,7 @@ class TransformersModel(Model):
             return any(t != "full_attention" for t in types)
         return bool(getattr(config, "sliding_window", None)) and bool(getattr(config, "use_sliding_window", True))
 
-    # --- prompts ----------------------------------------------------------------------------------
-    def render(self, prompt: Prompt) -> str:
-        """The exact text the model sees: chat template for chat models, flattened text for base models."""
-        if isinstance(prompt, str):
-            return prompt
-        if self.chat:
-            return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return messages_to_text(prompt)
-
-    def encode(self, prompt: Prompt) -> list[int]:
-        text = self.render(prompt)
-        # chat templates carry their own special tokens; plain prompts get the tokenizer's (e.g. BOS)
-        add_special = not (self.chat and not isinstance(prompt, str))
-        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
-
-    def option_token_ids(self, options: Sequence[str]) -> list[list[int]]:
-        """Token ids that stand for each option: the single-token spellings of "X" and " X".
-
-        Raises if an option has no single-token spelling or two options share a token, because then a
-        next-token probability cannot tell them apart.
-        """
-        key = tuple(options)
-        if key not in self._option_ids:
-            self._option_ids[key] = single_token_option_ids(self.tokenizer, options, self.name)
-        return self._option_ids[key]
+    # --- prompts: render, encode and option_token_ids come from TokenizerPrompts --------------------
 
     # --- judging ----------------------------------------------------------------------------------
     @torch.inference_mode()
