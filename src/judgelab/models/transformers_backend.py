@@ -448,8 +448,9 @@ class TransformersModel(TokenizerPrompts, Model):
         With ``prefill="per_prompt"`` each prompt but its last token runs alone (no padding), the caches are
         joined left-aligned to the chunk's longest and masked where a prompt is shorter, and transformers'
         ``generate`` continues from there: the first step computes every prompt's last token, the later ones
-        one token per prompt. Greedy output is each prompt's output alone (tested); sampling is seeded per
-        chunk with ``config.seed``, as before.
+        one token per prompt. Greedy output is each prompt's output alone (tested); sampled output too: it is
+        seeded per prompt with ``config.seed`` (:class:`GumbelSampler`), so a prompt draws the same text
+        alone or in any batch, and several samples of one prompt need several seeds.
         """
         method = self._prefill_method()
         tok = self.tokenizer
@@ -482,9 +483,14 @@ class TransformersModel(TokenizerPrompts, Model):
                 c.generate_prefill_rows += len(chunk) * width
             sampling: dict[str, Any] = {"do_sample": False}
             if config.temperature > 0:
-                if config.seed is not None:
-                    torch.manual_seed(config.seed)
-                sampling = {"do_sample": True, "temperature": config.temperature}
+                # Gumbel-max sampling, one generator per prompt: argmax(logits / T + Gumbel noise) is a draw
+                # from softmax(logits / T), and the noise of row r depends only on its own seed, so a seeded
+                # prompt samples the same text whatever batch it is in (as the llama.cpp runtime does)
+                from transformers import LogitsProcessorList
+
+                seeds = [config.seed] * len(chunk) if config.seed is not None else [None] * len(chunk)
+                sampling = {"do_sample": False, "logits_processor": LogitsProcessorList(
+                    [GumbelSampler(config.temperature, seeds, self.device)])}
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
@@ -525,6 +531,38 @@ class TransformersModel(TokenizerPrompts, Model):
                 jk[r, :, length - k.shape[2] :] = k[0]
                 jv[r, :, length - v.shape[2] :] = v[0]
         return _make_cache(joined)
+
+
+class GumbelSampler:
+    """A logits processor that turns greedy decoding into seeded sampling at ``temperature``, row by row.
+
+    The Gumbel-max trick: with G_i independent standard Gumbel noise, ``argmax_i(l_i / T + G_i)`` is
+    distributed as ``softmax(l / T)`` -- plain tempered sampling over the whole vocabulary (no top-k/top-p).
+    Each row draws its noise from its own ``torch.Generator`` seeded with that row's seed (``None``: from
+    the OS), so a row's tokens depend on its own prompt and seed only, not on the batch around it.
+    """
+
+    def __init__(self, temperature: float, seeds: Sequence[int | None], device: Any = "cpu"):
+        if not temperature > 0:
+            raise ValueError(f"GumbelSampler needs a temperature > 0, not {temperature}")
+        self.temperature = float(temperature)
+        self.generators = []
+        for seed in seeds:
+            g = torch.Generator(device="cpu")
+            if seed is None:
+                g.seed()
+            else:
+                g.manual_seed(int(seed))
+            self.generators.append(g)
+        self.device = device
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"GumbelSampler has {len(self.generators)} generators for {scores.shape[0]} rows")
+        vocab = scores.shape[1]
+        u = torch.stack([torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
+        return (scores.double() / self.temperature + gumbel.to(scores.device)).to(scores.dtype)
 
 
 # --- loading ----------------------------------------------------------------------------------------
