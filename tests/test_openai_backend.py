@@ -532,6 +532,35 @@ def test_run_deadline_bounds_every_call_together(blackhole):
         OpenAICompatibleModel("m", base_url=blackhole.base_url, max_run_s=0)
 
 
+def test_run_deadline_from_the_environment(blackhole, monkeypatch):
+    """``judgelab run --max-run-s`` reaches every OpenAI-compatible model through $JUDGELAB_MAX_RUN_S."""
+    from judgelab.models.openai_backend import MAX_RUN_ENV
+
+    monkeypatch.setenv(MAX_RUN_ENV, "0.6")
+    m = OpenAICompatibleModel("m", base_url=blackhole.base_url, timeout=0.4, max_attempts=1, max_total_s=30,
+                              provider_model="m")
+    assert m.max_run_s == 0.6
+    assert OpenAICompatibleModel("m", base_url=blackhole.base_url, max_run_s=5, provider_model="m").max_run_s == 5
+    errors = []
+
+    def calls():
+        for _ in range(3):
+            try:
+                m.generate(["q"])
+            except BackendError as err:
+                errors.append(err)
+
+    elapsed, _ = _within(4, calls)
+    assert len(errors) == 3 and elapsed < 1.2, (elapsed, errors)
+    assert "max_run_s=0.6s" in str(errors[-1])
+    monkeypatch.setenv(MAX_RUN_ENV, "soon")
+    with pytest.raises(ValueError, match="JUDGELAB_MAX_RUN_S must be a number of seconds, got 'soon'"):
+        OpenAICompatibleModel("m", base_url=blackhole.base_url)
+    monkeypatch.setenv(MAX_RUN_ENV, "-1")
+    with pytest.raises(ValueError, match="max_run_s must be a positive number"):
+        OpenAICompatibleModel("m", base_url=blackhole.base_url)
+
+
 def test_zoo_fingerprint_extra():
     extra = zoo_fingerprint_extra("smollm2-135m-instruct", verify=False)
     assert extra["gguf_sha256"].startswith("b179c952") and extra["quantisation"] == "Q4_1"

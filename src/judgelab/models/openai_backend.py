@@ -75,6 +75,9 @@ from tenacity.wait import wait_exponential_jitter
 
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text
 
+#: environment variable with the default ``max_run_s`` (``judgelab run --max-run-s`` sets it)
+MAX_RUN_ENV = "JUDGELAB_MAX_RUN_S"
+
 T = TypeVar("T")
 
 OPENAI_MAX_TOP_LOGPROBS = 20
@@ -221,7 +224,8 @@ class OpenAICompatibleModel(Model):
         back-off included (default 300).
     ``max_run_s``
         hard wall-clock seconds for every call of this model together, counted from its creation
-        (default ``None``: unbounded); a call that would pass it fails with :class:`BackendError`.
+        (default ``None``: ``$JUDGELAB_MAX_RUN_S`` if set, which ``judgelab run --max-run-s`` sets, else
+        unbounded); a call that would pass it fails with :class:`BackendError`.
     ``provider_model``
         the model id the server serves, if known; by default it is asked at ``/v1/models`` when the
         fingerprint is first needed (not for weights pinned by ``fingerprint_extra``'s ``gguf_sha256``
@@ -268,6 +272,11 @@ class OpenAICompatibleModel(Model):
             raise ValueError("top_k must be at least 1")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if max_run_s is None and os.environ.get(MAX_RUN_ENV):
+            try:
+                max_run_s = float(os.environ[MAX_RUN_ENV])
+            except ValueError:
+                raise ValueError(f"${MAX_RUN_ENV} must be a number of seconds, got {os.environ[MAX_RUN_ENV]!r}") from None
         for what, value in (("timeout", timeout), ("max_total_s", max_total_s), ("max_run_s", max_run_s)):
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
