@@ -225,6 +225,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_self_judge(args: argparse.Namespace) -> int:
+    from judgelab.experiments.self_judge.run import run_self_judge
+
+    try:
+        paths = run_self_judge(args.profile, args.stage, live=args.live or None, results_dir=args.results_dir)
+    except ValueError as err:
+        if "unknown self-judge" in str(err):
+            raise UsageError(str(err)) from None
+        raise
+    for name, path in paths.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
 def size_spec(spec: str) -> tuple[str, int]:
     """``NAME=N`` (N a whole number >= 1) as ``(NAME, N)``; anything else is a usage error (exit status 2)."""
     name, eq, n = spec.partition("=")
@@ -419,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute what the stores lack with the llama.cpp runtime (as JUDGELAB_LIVE=1); the "
                         "stores resume, so an interrupted run continues where it stopped")
     p.set_defaults(func=cmd_run)
+
+    p = run.add_parser("self-judge", help="Self-J: self-evaluation, judge training, selective following")
+    p.add_argument("--profile", choices=PROFILES, required=True)
+    p.add_argument("--results-dir", type=Path, default=None, help="default: the profile's directory")
+    p.add_argument("--stage", nargs="+", default=None, metavar="STAGE", help="only these stages (default: all)")
+    p.add_argument("--live", action="store_true", help="compute what the stores lack (as JUDGELAB_LIVE=1)")
+    p.set_defaults(func=cmd_self_judge)
 
     store = sub.add_parser("store", help="call stores").add_subparsers(dest="action", required=True)
     p = store.add_parser("info", help="models, counts per kind and metadata")
