@@ -36,7 +36,7 @@ import pandas as pd
 
 from judgelab import stats
 from judgelab.data.self_recognition import AUTHORS, DATASETS, article_keys, load_json
-from judgelab.experiments import debiased
+from judgelab.experiments import audit, debiased
 from judgelab.paths import write_csvs
 
 #: Evaluators of the main pairwise experiment (the files ``results/{ds}/{evaluator}_results.json``).
@@ -358,23 +358,28 @@ LABEL_CONDITIONS = {"correct": "correct_label_results", "wrong": "wrong_label_re
 def label_pairs(dataset: str, evaluator: str, condition: str) -> pd.DataFrame:
     """Per-pair self-preference when the summaries carry source labels (correct, swapped or random).
 
-    For GPT the stored two-order score is used. For Llama the released score comes from a single
-    order (own summary first), so it is renormalised P("1") and carries Llama's position bias; it is
-    recomputed from ``label_results/raw_llama_label_results`` where possible.
+    For GPT the stored two-order score is used, except where the audit finds that a file stores the
+    preference for the *other* summary (the XSUM wrong-label files, :func:`judgelab.experiments.audit.
+    stored_reversed`): there ``preference`` is ``1 - stored``, so that every condition measures the
+    preference for the evaluator's own summary, and ``stored_preference`` keeps the stored value. For
+    Llama the released score comes from a single order (own summary first), so it is renormalised P("1")
+    and carries Llama's position bias; it is recomputed from ``label_results/raw_llama_label_results``.
     """
     path = f"label_results/{LABEL_CONDITIONS[condition]}/{dataset}/{evaluator}_results.json"
     df = pd.DataFrame(list(records(path)))
     idx = key_index(dataset)
     df = df[df["key"].isin(idx)].reset_index(drop=True)  # cnn Llama label files also hold the XSUM records
     if evaluator == "llama" and condition == "random":
-        # Every record of these files says model="human"; the raw file (same order) has the real source.
+        # Every record of these files is a copy of the article's *human* comparison (model="human", its
+        # random labels and its P("1"), four times: defects.csv). The raw file (same key order) names the
+        # four sources; ``preference`` below comes from it, ``stored_preference`` stays the stored copy.
         raw = pd.DataFrame(list(records(f"label_results/raw_llama_label_results/{dataset}_label_llama_raw.json")))
         if len(raw) == len(df) and (raw["key"].to_numpy() == df["key"].to_numpy()).all():
             df["model"] = raw["model"].to_numpy()
     out = pd.DataFrame({"dataset": dataset, "evaluator": evaluator, "condition": condition,
                         "other": df["model"].astype(str), "key": df["key"].astype(str),
                         "stored_preference": df["self_preference"].astype(float)})
-    out["preference"] = out["stored_preference"]
+    out["preference"] = (1 - out["stored_preference"]) if audit.stored_reversed(path) else out["stored_preference"]
     if evaluator == "llama":
         raw = pd.DataFrame(list(records(f"label_results/raw_llama_label_results/{dataset}_label_llama_raw.json")))
         col = {"correct": "correct_label_output", "wrong": "incorrect_label_output", "random": "random_label_output"}[condition]
@@ -918,6 +923,7 @@ def defects() -> pd.DataFrame:
                  "evidence": "; ".join(f"{r.trained_on}_{r.variant} on {r.evaluated_on}: {r.n_nan}/{r.n}" for r in nan.itertuples()),
                  "n_affected": int(nan.n_nan.sum()), "stored": "NaN", "recomputed": "left out"})
     rows += _drift_coverage_defects()
+    rows += audit.new_defects()  # issue 20, item 3: label, prompt-variant and individual-setting files
     return pd.DataFrame(rows)
 
 
@@ -951,6 +957,11 @@ def write_tables(out_dir: str | Path = "results/panickssery2024") -> dict[str, P
         "defects": defects(),
         "debiased": llama_debiased_table(),
         "debiased_gpt_bounds": gpt_debiased_bounds(),
+        "audit_scores": audit.score_answer_audit(),
+        "audit_same_prompts": audit.same_prompt_audit(),
+        "audit_individual": audit.individual_audit(),
+        "audit_llama_labels": audit.llama_label_audit(),
+        "label_effect": audit.label_effect_table(),
     }
     written = write_csvs({f"{name}.csv": df for name, df in tables.items()}, out)
     return {name: written[f"{name}.csv"] for name in tables}
