@@ -12,6 +12,7 @@
     judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
     judgelab run likelihood --profile ci|book [--judges NAME ...] [--articles N] [--live]
                                                  summaries' log-likelihoods under the open judges (llama.cpp)
+    judgelab run align --profile ci|book [--stage sft|dpo]    gemma-3-270m base -> SFT -> DPO (resumes)
     judgelab store info PATH                     models, calls per kind and metadata of a call store
     judgelab store migrate PATH ...              rewrite call stores of an older layout in the current one
 
@@ -239,6 +240,19 @@ def cmd_self_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    """``judgelab run align``: the alignment run of judgelab.experiments.numerical_bias.alignment."""
+    from judgelab.experiments.numerical_bias import alignment
+
+    t0 = time.perf_counter()
+    results_dir = args.results_dir or alignment.default_results_dir(args.profile)
+    print(f"align: profile {args.profile}, stages up to {args.stage} -> {results_dir}", flush=True)
+    for name, path in alignment.run(args.profile, results_dir, stage=args.stage).items():
+        print(f"  {name}: {path}")
+    print(f"done in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
 def size_spec(spec: str) -> tuple[str, int]:
     """``NAME=N`` (N a whole number >= 1) as ``(NAME, N)``; anything else is a usage error (exit status 2)."""
     name, eq, n = spec.partition("=")
@@ -440,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", nargs="+", default=None, metavar="STAGE", help="only these stages (default: all)")
     p.add_argument("--live", action="store_true", help="compute what the stores lack (as JUDGELAB_LIVE=1)")
     p.set_defaults(func=cmd_self_judge)
+
+    p = run.add_parser("align", help="align gemma-3-270m: SFT then DPO, each stage saved and evaluated (resumes)")
+    p.add_argument("--profile", choices=("ci", "book"), required=True)
+    p.add_argument("--stage", choices=("sft", "dpo"), default="dpo",
+                   help="train and evaluate the stages up to this one (default: %(default)s, both)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where the tables go (default: the profile's directory; adapters beside it)")
+    p.set_defaults(func=cmd_align)
 
     store = sub.add_parser("store", help="call stores").add_subparsers(dest="action", required=True)
     p = store.add_parser("info", help="models, counts per kind and metadata")
