@@ -326,3 +326,12 @@ def test_stage_model_renders_chat_and_judges(ci_run, gemma, monkeypatch):
         base_lp = torch.log_softmax(gemma.model(torch.tensor([judge.encode(prompt)])).logits[0, -1].float(), -1)
     assert not torch.allclose(base_lp, lp[0], atol=1e-4)
     assert A.stage_model("base") is gemma
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(gemma):
+    tok = gemma.tokenizer
+    prompts = [A.prompt_ids(tok, q, "completion") for q in ("List three prime numbers.", "Say hi.",
+                                                            "Name the capital of France and say why it is.")]
+    alone = [A.greedy_answers(gemma.model, tok, [p], 6)[0] for p in prompts]
+    assert A.greedy_answers(gemma.model, tok, prompts, 6, batch_size=3) == alone
+    assert all(n == 6 and not ended for _, n, ended in alone)  # the base model does not stop this soon

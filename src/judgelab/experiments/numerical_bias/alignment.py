@@ -670,20 +670,35 @@ PAIR_COLUMNS = ["stage", "name", "fingerprint_id", "format", "id", "dataset", "c
                 "rejected_generator", "n_chosen_tokens", "n_rejected_tokens", "logp_chosen", "logp_rejected"]
 
 
-def greedy_answer(hf_model: Any, tokenizer: Any, ids: Sequence[int], max_new_tokens: int) -> tuple[str, int, bool]:
-    """Greedy continuation of ``ids``: (text without the closing token, new tokens, ended with a stop token)."""
+def greedy_answers(hf_model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                   batch_size: int = 8) -> list[tuple[str, int, bool]]:
+    """Greedy continuations, ``batch_size`` prompts at a time (left-padded: on CPU one decoding step reads
+    every weight once, 262k x 640 of them for the output layer alone, so a batch costs about what one prompt
+    does). Per prompt: (text before the closing token, new tokens up to and including it, ended with a stop
+    token within ``max_new_tokens``)."""
     import torch
 
     stops = stop_ids(tokenizer)
-    x = torch.tensor([list(ids)], dtype=torch.long, device=hf_model.device)
-    with torch.inference_mode():
-        out = hf_model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                                do_sample=False, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id,
-                                top_p=None, top_k=None)
-    new = out[0, len(ids):].tolist()
-    ended = bool(new) and new[-1] in stops
-    text = tokenizer.decode(new[:-1] if ended else new, skip_special_tokens=True).strip()
-    return text, len(new), ended
+    pad = tokenizer.pad_token_id
+    out: list[tuple[str, int, bool]] = []
+    for b in range(0, len(prompts), batch_size):
+        chunk = [list(p) for p in prompts[b : b + batch_size]]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, p in enumerate(chunk):
+            ids[r, width - len(p):] = torch.tensor(p)
+            mask[r, width - len(p):] = 1
+        with torch.inference_mode():
+            gen = hf_model.generate(input_ids=ids.to(hf_model.device), attention_mask=mask.to(hf_model.device),
+                                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                    pad_token_id=pad, top_p=None, top_k=None)
+        for row in gen[:, width:].tolist():
+            end = next((k for k, t in enumerate(row) if t in stops), None)
+            kept = row if end is None else row[:end]
+            out.append((tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                        len(row) if end is None else end + 1, end is not None))
+    return out
 
 
 def evaluate_stage(hf_model: Any, tokenizer: Any, stage: str, fmt: str, fingerprint_id: str,
@@ -699,11 +714,15 @@ def evaluate_stage(hf_model: Any, tokenizer: Any, stage: str, fmt: str, fingerpr
         for r in tqdm(list(instructions.itertuples()), desc=f"{name}: held-out instructions", disable=not progress):
             ids, start = _example(tokenizer, r.instruction, r.response, fmt, close=False)
             lp = answer_logprobs(hf_model, ids, start)
-            text, n_new, ended = greedy_answer(hf_model, tokenizer, ids[:start], max_new_tokens)
             rows.append({"stage": stage, "name": name, "fingerprint_id": fingerprint_id, "format": fmt,
-                         "source": r.source, "id": r.id, "n_answer_tokens": len(lp), "loss": float(-lp.mean()),
-                         "generation": text, "n_new_tokens": n_new, "ended": ended,
-                         "answered": bool(ended and text)})
+                         "source": r.source, "id": r.id, "n_answer_tokens": len(lp), "loss": float(-lp.mean())})
+        prompts = [prompt_ids(tokenizer, q, fmt) for q in instructions["instruction"]]
+        if progress:
+            print(f"{name}: greedy answers to {len(prompts)} held-out instructions (at most {max_new_tokens} "
+                  "tokens)", flush=True)
+        answers = greedy_answers(hf_model, tokenizer, prompts, max_new_tokens, batch_size=10)
+        for row, (text, n_new, ended) in zip(rows, answers):
+            row.update({"generation": text, "n_new_tokens": n_new, "ended": ended, "answered": bool(ended and text)})
         prow = []
         for r in tqdm(list(pairs.itertuples()), desc=f"{name}: held-out pairs", disable=not progress):
             c_ids, c_start = _example(tokenizer, r.instruction, r.chosen, fmt, close=False)
