@@ -150,3 +150,40 @@ def test_real_llama_random_label_file_is_the_human_row():
         assert ll.loc[(ds, "random"), "matches_human_row"] == 1.0 and ll.loc[(ds, "random"), "distinct_sources"] == 1
         assert ll.loc[(ds, "correct"), "matches_own_row"] == 1.0
         assert ll.loc[(ds, "random"), "raw_random_is_correct_or_wrong"] == 1.0
+
+
+def test_worse_prompt_text_reads_the_table():
+    w = pd.DataFrame([{"family": "gpt35 (base and fine-tuned)", "files": 34, "same_answers_min": 0.0, "same_answers_max": 0.2,
+                       "flipped_answers_min": 0.33, "flipped_answers_max": 1.0},
+                      {"family": "gpt4", "files": 2, "same_answers_min": 0.65, "same_answers_max": 0.69,
+                       "flipped_answers_min": 0.02, "flipped_answers_max": 0.03}])
+    t = au.worse_prompt_text(w)
+    assert "cannot tell the two apart" in t and "34 files" in t and "65% to 69%" in t
+    # families that agree must not be called undecidable
+    agree = w.assign(same_answers_min=[0.6, 0.65], same_answers_max=[0.7, 0.69], flipped_answers_min=[0.01, 0.02],
+                     flipped_answers_max=[0.05, 0.03])
+    assert "cannot tell" not in au.worse_prompt_text(agree) and "the same way" in au.worse_prompt_text(agree)
+
+
+def test_summary_llama_and_individual_texts():
+    sc = pd.DataFrame({"file": ["a", "b", "c", "d"], "task": ["comparison"] * 4, "orientation": ["as designed", "reversed", "unclear", "unclear"],
+                       "n_decisive": [10, 10, 0, 5], "neither": [3, 0, 0, 0], "n_checkable": [10, 10, 10, 10]})
+    t = au.audit_summary_text(sc)
+    assert "Of the 4 checks" in t and "1 store its reverse (`b`)" in t and "1 cannot be tested" in t and "1 remain unclear" in t
+    assert "3 records in 1 files" in t
+    ll = pd.DataFrame([{"dataset": "xsum", "condition": "correct", "matches_own_row": 1.0, "matches_human_row": 0.25,
+                        "raw_random_is_correct_or_wrong": 1.0, "stored_mean": 0.8, "raw_mean": 0.8},
+                       {"dataset": "xsum", "condition": "random", "matches_own_row": 0.25, "matches_human_row": 1.0,
+                        "raw_random_is_correct_or_wrong": 1.0, "stored_mean": 0.87, "raw_mean": 0.83}])
+    lt = au.llama_label_text(ll)
+    assert "written four times" in lt and "0.870 on xsum" in lt and "0.830" in lt
+    assert "written four times" not in au.llama_label_text(ll.assign(matches_human_row=[0.25, 0.25]))
+    ind = pd.DataFrame([{"evaluator": "x_ft_llama", "ground_truth_correct": 0.8, "ground_truth_positives": 0, "own_records": 10,
+                         "exactly_half": 1.0, "all_nan": np.nan},
+                        {"evaluator": "gpt4", "ground_truth_correct": 1.0, "ground_truth_positives": 10, "own_records": 10,
+                         "exactly_half": 0.001, "all_nan": np.nan}])
+    it = au.individual_text(ind)
+    assert "1 of the 2 recognition files" in it and "(all of them fine-tuned Llama files) mark 0 of their 10" in it and "0.5 exactly in 100% to 100%" in it
+    assert "placeholder" in it
+    clean = au.individual_text(ind.iloc[[1]])
+    assert "1 of the 1" in clean and "exactly in" not in clean

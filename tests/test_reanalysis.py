@@ -107,3 +107,25 @@ def test_finetuned_uses_held_out_articles_only():
     assert len(t) == 2 * 2 * 8 * 2
     row = t.set_index(["evaluator_family", "trained_on", "evaluated_on", "variant"]).loc[("gpt35", "xsum", "xsum", "500")]
     assert row.n_eval == 500 and row.recognition == pytest.approx(row.stored_recognition)
+
+
+def _labels(wrong, low, high):
+    rows = []
+    for ev, c in (("gpt4", 0.73), ("gpt35", 0.75)):
+        rows.append({"dataset": "xsum", "evaluator": ev, "condition": "correct", "preference": c,
+                     "preference_low": c - 0.01, "preference_high": c + 0.01})
+        rows.append({"dataset": "xsum", "evaluator": ev, "condition": "wrong", "preference": wrong,
+                     "preference_low": low, "preference_high": high})
+    return pd.DataFrame(rows)
+
+
+def test_label_findings_follow_the_table():
+    t = ra.label_findings(_labels(0.68, 0.67, 0.69))
+    assert "0.680 [0.670, 0.690] with swapped labels" in t
+    assert "lowers S in 2 of these 2" in t and "the text decides it" in t and "crosses chance" not in t
+    # a swapped-label S below chance must be named as the label deciding, not the text
+    t2 = ra.label_findings(_labels(0.32, 0.30, 0.34))
+    assert "crosses chance for GPT-4 on XSUM, GPT-3.5 on XSUM" in t2 and "the text decides" not in t2
+    # no change: swapping does not lower S
+    assert "lowers S in 0 of these 2" in ra.label_findings(_labels(0.73, 0.72, 0.74).assign(
+        preference=lambda d: d.preference.where(d.condition == "wrong", 0.73)))

@@ -86,6 +86,17 @@ def _key_index(dataset: str) -> dict[str, int]:
     return {k: i for i, k in enumerate(article_keys(dataset))}
 
 
+def _cached_table(fn):
+    """Cache a no-argument table builder (the release never changes in a process); callers get copies."""
+    cached = functools.cache(fn)
+
+    @functools.wraps(fn)
+    def wrapper() -> pd.DataFrame:
+        return cached().copy()
+
+    return wrapper
+
+
 def own_source(evaluator: str) -> str:
     """Whose summaries are the evaluator's own: ``gpt35`` for any GPT-3.5 (base or fine-tuned), and so on."""
     for fam in ("gpt35", "llama", "gpt4"):
@@ -183,7 +194,7 @@ def _family_of_file(path: str) -> str:
     return path.split("/")[0] if not path.startswith("label_results") else f"labels: {path.split('/')[1].split('_')[0]}"
 
 
-def score_answer_audit(paths=None) -> pd.DataFrame:
+def _score_answer_audit(paths: tuple) -> pd.DataFrame:
     """``audit_scores.csv``: every GPT pairwise file, per task, stored score against stored answers.
 
     Columns: ``file, family, task, n, n_checkable`` (records with both top-1 probabilities),
@@ -193,7 +204,7 @@ def score_answer_audit(paths=None) -> pd.DataFrame:
     ``reversed`` (the stored score is the preference for the *other* summary) or ``unclear``.
     """
     rows = []
-    for path in gpt_pairwise_files() if paths is None else paths:
+    for path in paths:
         df = _frame(path)
         tasks = ["labelled comparison"] if path.startswith("label_results") else ["detection", "comparison"]
         for task in tasks:
@@ -216,6 +227,18 @@ def score_answer_audit(paths=None) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["orientation"] = orientation(out)
     return out
+
+
+def score_answer_audit(paths=None) -> pd.DataFrame:
+    return (_score_answer_audit_all() if paths is None else _score_answer_audit(tuple(paths))).copy()
+
+
+score_answer_audit.__doc__ = _score_answer_audit.__doc__
+
+
+@functools.cache
+def _score_answer_audit_all() -> pd.DataFrame:
+    return _score_answer_audit(tuple(gpt_pairwise_files()))
 
 
 def orientation(table: pd.DataFrame, threshold: float = 0.95) -> pd.Series:
@@ -285,6 +308,7 @@ def random_label_subsets(random: pd.DataFrame, evaluator: str) -> dict[str, pd.D
     return {"correct": random[first_own], "wrong": random[~first_own]}
 
 
+@_cached_table
 def same_prompt_audit() -> pd.DataFrame:
     """``audit_same_prompts.csv``: every pair of released files that hold the same prompts, compared.
 
@@ -353,6 +377,7 @@ def worse_prompt_audit(same: pd.DataFrame | None = None) -> pd.DataFrame:
             .reset_index())
 
 
+@_cached_table
 def llama_label_audit() -> pd.DataFrame:
     """The Llama label files against the raw label file they were made from, per dataset and condition.
 
@@ -391,6 +416,7 @@ def llama_label_audit() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@_cached_table
 def label_design_audit() -> pd.DataFrame:
     """GPT random-label files: are the labels a random assignment of the two true sources, as described?
 
@@ -414,6 +440,7 @@ def label_design_audit() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@_cached_table
 def individual_audit() -> pd.DataFrame:
     """``audit_individual.csv``: every individual-setting file against its own design fields.
 
@@ -466,6 +493,7 @@ def label_preferences(dataset: str, evaluator: str, condition: str) -> pd.DataFr
                          "reversed": rev})
 
 
+@_cached_table
 def label_effect_table() -> pd.DataFrame:
     """``label_effect.csv``: the label experiment, stored beside corrected, with what the authors printed.
 
@@ -646,3 +674,100 @@ def new_defects(scores: pd.DataFrame | None = None, same: pd.DataFrame | None = 
                      "n_affected": int(r35.pairs), "stored": "S under 'worse'",
                      "recomputed": "S or 1 - S: not decidable from the files"})
     return rows
+
+
+def worse_prompt_text(worse: pd.DataFrame) -> str:
+    """Generated sentence on what the "which is worse" files allow (from :func:`worse_prompt_audit`).
+
+    Says that the GPT-3.5 reading is undecidable only when GPT-3.5's stored answers are mostly the
+    reversed "better" answers while GPT-4's are mostly the same ones; otherwise says the two families agree.
+    """
+    w = worse.set_index("family")
+    if "gpt4" not in w.index or len(w) < 2:
+        return "The 'which is worse' files of only one family were released: nothing to compare them with."
+    g4, g35 = w.loc["gpt4"], w.drop(index="gpt4").iloc[0]
+    if g35.flipped_answers_min > g4.flipped_answers_max and g35.same_answers_max < g4.same_answers_min:
+        return (f"After the upstream flip, GPT-4's 'which is worse' answers repeat its 'which is better' answers in "
+                f"{g4.same_answers_min:.0%} to {g4.same_answers_max:.0%} of pairs, as a model that reads the question "
+                f"should; every GPT-3.5 file (base and fine-tuned, {int(g35.files)} files) instead reverses them in "
+                f"{g35.flipped_answers_min:.0%} to {g35.flipped_answers_max:.0%} of pairs and repeats them in at most "
+                f"{g35.same_answers_max:.0%}. Either the flip was not applied to the GPT-3.5 files, and then their "
+                "'worse' S must be read as 1 - S, or GPT-3.5 names the summary it prefers whatever it is asked; the "
+                "files cannot tell the two apart, so the 'worse' S of GPT-3.5 supports neither reading.")
+    return (f"GPT-4 repeats its 'better' answers in {g4.same_answers_min:.0%} to {g4.same_answers_max:.0%} of pairs "
+            f"under the 'worse' prompt and GPT-3.5 in {g35.same_answers_min:.0%} to {g35.same_answers_max:.0%}: the two "
+            "families read the files the same way.")
+
+
+def audit_summary_text(scores: pd.DataFrame) -> str:
+    """One generated sentence over :func:`score_answer_audit`: how many file x task checks read as designed.
+
+    ``unclear`` rows are split into those with no decisive pair (a control answering the same option in
+    every pair: nothing to test) and the rest, so an unclear file is never counted as passing.
+    """
+    n = len(scores)
+    o = scores.orientation.value_counts()
+    nodec = int(((scores.orientation == "unclear") & (scores.n_decisive == 0)).sum())
+    other_unclear = int(o.get("unclear", 0)) - nodec
+    rev = scores[scores.orientation == "reversed"]
+    text = (f"Of the {n} checks (GPT file x task), {int(o.get('as designed', 0))} store the score as the upstream code "
+            f"computes it, {len(rev)} store its reverse")
+    text += f" ({', '.join(f'`{f}`' for f in rev.file)})" if len(rev) else ""
+    text += f", and {nodec} cannot be tested because every pair got the same answer in both orders (no decisive pair)"
+    if other_unclear:
+        text += f"; {other_unclear} remain unclear"
+    neither = scores[(scores.orientation != "reversed") & (scores.neither > 0)]
+    if len(neither):
+        text += (f". {int(neither.neither.sum())} records in {len(neither)} files have a score that no reading of the "
+                 "code gives from their own answers and probabilities ("
+                 + ", ".join(f"`{r.file}` {r.task}: {r.neither} of {r.n_checkable}" for r in neither.itertuples()) + ")")
+    return text + "."
+
+
+def llama_label_text(ll: pd.DataFrame) -> str:
+    """Generated sentence on the Llama label files (:func:`llama_label_audit`)."""
+    rnd = ll[ll.condition == "random"]
+    dup = rnd[rnd.matches_human_row > 0.99]
+    fixed = ll[(ll.condition != "random") & (ll.matches_own_row > 0.99)]
+    parts = []
+    if len(fixed):
+        parts.append(f"The correct- and swapped-label Llama files store, record by record, the renormalised raw P(\"1\") "
+                     f"of the raw label file ({len(fixed)} of {int((ll.condition != 'random').sum())} files, every record)")
+    if len(dup):
+        parts.append(f"the random-label files do not: in {len(dup)} of {len(rnd)} of them every record carries the "
+                     f"value of the article's *human* comparison ({dup.matches_human_row.min():.0%} of records; "
+                     f"{dup.matches_own_row.min():.0%} to {dup.matches_own_row.max():.0%} match their own record, "
+                     "the share of human records), with the human record's random labels and `model = \"human\"`. "
+                     f"Each file is one comparison per article written four times, so its stored mean ("
+                     + ", ".join(f"{r.stored_mean:.3f} on {r.dataset}" for r in dup.itertuples())
+                     + ") is the human comparison's, not the four sources' ("
+                     + ", ".join(f"{r.raw_mean:.3f}" for r in dup.itertuples()) + " from the raw file)")
+    ok = ll.raw_random_is_correct_or_wrong.min()
+    parts = ["; ".join(parts) + "."] if parts else []
+    parts.append(f"In the raw file itself the random-label output equals the correct-label output where Llama's label "
+                 f"comes first and the swapped-label output otherwise in {ok:.0%} of records, as it must for one prompt.")
+    return " ".join(parts)
+
+
+def individual_text(ind: pd.DataFrame) -> str:
+    """Generated sentence on the individual-setting files (:func:`individual_audit`)."""
+    gt = ind[ind.ground_truth_correct.notna()]
+    bad = gt[gt.ground_truth_correct < 0.999]
+    half = ind[ind.exactly_half > 0.2]
+    nan = ind[ind.all_nan > 0.2]
+    parts = [f"{len(gt) - len(bad)} of the {len(gt)} recognition files mark the evaluator's own summaries with "
+             "`ground_truth = 1`"]
+    if len(bad):
+        k = int(bad.evaluator.str.contains("_ft_llama").sum())
+        who = "all of them fine-tuned Llama files" if k == len(bad) else f"{k} of them fine-tuned Llama files"
+        parts[0] += (f"; the other {len(bad)} ({who}) "
+                     f"mark {int(bad.ground_truth_positives.sum())} of their {int(bad.own_records.sum())} own-summary "
+                     "records, so an accuracy computed from that field scores every own summary as someone else's")
+    if len(half):
+        parts.append(f"{len(half)} recognition files store P(\"Yes\") = 0.5 exactly in {half.exactly_half.min():.0%} to "
+                     f"{half.exactly_half.max():.0%} of their records (elsewhere at most "
+                     f"{ind.loc[ind.exactly_half <= 0.2, 'exactly_half'].max():.1%}), a placeholder, not an output")
+    if len(nan):
+        parts.append(f"{len(nan)} score files have all five score probabilities NaN in {nan.all_nan.min():.0%} to "
+                     f"{nan.all_nan.max():.0%} of their records")
+    return "; ".join(parts) + ". A mean over placeholders is 0.5 by construction and says nothing about recognition."

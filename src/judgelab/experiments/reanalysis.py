@@ -398,6 +398,51 @@ def label_table() -> pd.DataFrame:
                                       cluster="key")
 
 
+_WHO = {"gpt4": "GPT-4", "gpt35": "GPT-3.5", "llama": "Llama-2", "xsum_500_ft_gpt35": "the GPT-3.5 fine-tuned on 500 XSUM examples"}
+_DS = {"xsum": "XSUM", "cnn": "CNN/DailyMail"}
+
+
+def label_findings(labels: pd.DataFrame, evaluators=("gpt4", "gpt35", "xsum_500_ft_gpt35")) -> str:
+    """Generated sentences on the label experiment, from :func:`label_table` (``preference``: corrected).
+
+    For every two-order (GPT) cell: S with correct, swapped and random labels; whether swapping lowers S
+    (its interval entirely below the correct-label one), and whether the swapped-label S stays on the same
+    side of 0.5 as the correct-label S (interval beyond 0.5). The closing sentence says "the text decides"
+    only if no swapped-label interval crosses to the other side of chance. Tested on tables that would make
+    each clause wrong.
+    """
+    t = labels.set_index(["dataset", "evaluator", "condition"])
+    cells, lowered, kept, flipped = [], 0, 0, []
+    for ds in DATASETS:
+        for ev in evaluators:
+            if (ds, ev, "correct") not in t.index or (ds, ev, "wrong") not in t.index:
+                continue
+            c, w = t.loc[(ds, ev, "correct")], t.loc[(ds, ev, "wrong")]
+            r = t.loc[(ds, ev, "random")] if (ds, ev, "random") in t.index else None
+            lowered += bool(w.preference_high < c.preference_low)
+            side_c = np.sign(c.preference - 0.5)
+            same_side = (w.preference_low > 0.5) if side_c > 0 else (w.preference_high < 0.5)
+            kept += bool(same_side)
+            if (w.preference_high < 0.5 and c.preference > 0.5) or (w.preference_low > 0.5 and c.preference < 0.5):
+                flipped.append(f"{_WHO.get(ev, ev)} on {_DS[ds]}")
+            cells.append(f"{_WHO.get(ev, ev)} on {_DS[ds]}: {c.preference:.3f} with correct labels, {w.preference:.3f} "
+                         f"[{w.preference_low:.3f}, {w.preference_high:.3f}] with swapped labels"
+                         + (f", {r.preference:.3f} with random ones" if r is not None else ""))
+    n = len(cells)
+    if not n:
+        return "The table holds no two-order label experiment."
+    out = "Self-preference S under each labelling: " + "; ".join(cells) + ". "
+    out += (f"Swapping the labels lowers S in {lowered} of these {n} cells (intervals apart), and the swapped-label S "
+            f"stays on the same side of 0.5 as with correct labels in {kept} of {n}")
+    if flipped:
+        out += f"; it crosses chance for {', '.join(flipped)}: there the label, not the text, decides."
+    elif kept == n:
+        out += ": the labels nudge the choice, the text decides it."
+    else:
+        out += "; in the others it comes to chance."
+    return out
+
+
 def variants_table() -> pd.DataFrame:
     """R and S under prompt variants, beside the standard prompt, pooled over other sources.
 
