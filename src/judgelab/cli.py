@@ -253,6 +253,22 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_numerical_bias(args: argparse.Namespace) -> int:
+    from judgelab.experiments.numerical_bias import run as nb
+
+    try:
+        profile = nb.numerical_bias_profile(args.profile, judges=args.judges, items=args.items, live=args.live)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    results_dir = args.results_dir or nb.default_results_dir(args.profile)
+    t0 = time.perf_counter()
+    print(f"numerical-bias: profile {args.profile} -> {results_dir}", flush=True)
+    for name, path in nb.write_tables(profile, results_dir).items():
+        print(f"  {name}: {path}")
+    print(f"done in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
 def size_spec(spec: str) -> tuple[str, int]:
     """``NAME=N`` (N a whole number >= 1) as ``(NAME, N)``; anything else is a usage error (exit status 2)."""
     name, eq, n = spec.partition("=")
@@ -462,6 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=None,
                    help="where the tables go (default: the profile's directory; adapters beside it)")
     p.set_defaults(func=cmd_align)
+
+    p = run.add_parser("numerical-bias", help="numerical bias of judges before and after alignment (Sato et al. 2026)")
+    p.add_argument("--profile", choices=PROFILES, required=True)
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where tables and stores go (default: the profile's directory)")
+    p.add_argument("--judges", nargs="+", default=None, metavar="NAME[=N]",
+                   help="score these judges, at most N (or --items) items per cell; the profile's other judges "
+                        "are replayed at their sizes")
+    p.add_argument("--items", type=int, default=None, metavar="N", help="at most N items per cell")
+    p.add_argument("--live", action="store_true",
+                   help="compute what the stores lack (as JUDGELAB_LIVE=1); the stores resume")
+    p.set_defaults(func=cmd_numerical_bias)
 
     store = sub.add_parser("store", help="call stores").add_subparsers(dest="action", required=True)
     p = store.add_parser("info", help="models, counts per kind and metadata")
