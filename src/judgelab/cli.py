@@ -176,9 +176,6 @@ def cmd_reanalysis(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"re-analysing the released data into {args.out} ...", flush=True)
     paths = write_tables(args.out)
-    from judgelab.experiments.claims import write_claims  # the paper's claims beside these tables (issue 20)
-
-    paths.update(write_claims(args.out))
     for name, path in paths.items():
         print(f"  {name}: {path}")
     print(f"{len(paths)} tables in {time.perf_counter() - t0:.0f}s")

@@ -1009,4 +1009,10 @@ def write_tables(out_dir: str | Path = "results/panickssery2024") -> dict[str, P
         "label_effect": audit.label_effect_table(),
     }
     written = write_csvs({f"{name}.csv": df for name, df in tables.items()}, out)
-    return {name: written[f"{name}.csv"] for name in tables}
+    paths = {name: written[f"{name}.csv"] for name in tables}
+    # The paper's claims beside these tables and the other chapters' committed ones (issue 20, item 2); the
+    # claims module reads the CSVs just written, so it is imported here, not at the top.
+    from judgelab.experiments.claims import write_claims
+
+    paths.update(write_claims(out))
+    return paths
