@@ -377,3 +377,17 @@ def test_ci_profile_runs_live(tmp_path):
                    caps={"smollm2-135m-instruct": {k: R.PROFILES["ci"].designed(k) for k in R.KINDS}})
     again = R.run_numerical_bias(prof, tmp_path, progress=False).bias()
     assert np.allclose(again["kurtosis"].fillna(-99), bias["kurtosis"].fillna(-99), rtol=1e-5)
+
+
+@needs_data
+def test_book_tables_record_the_sizes_the_book_replays(fake, tmp_path, monkeypatch):
+    prof = replace(_profile(caps={"fake-aligned": {"main": 3, "sampled": 1}}), name="book")
+    paths = R.write_tables(prof, tmp_path, progress=False)
+    assert R.book_caps(tmp_path) == {"fake-aligned": {"main": 3, "sampled": 1}}
+    assert "caps.json" in paths
+    monkeypatch.setattr(R, "default_results_dir", lambda profile: tmp_path)
+    book = R.numerical_bias_profile("book")
+    assert book.size("fake-aligned", "main") == 3 and book.replay
+    (tmp_path / "caps.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a caps file"):
+        R.book_caps(tmp_path)

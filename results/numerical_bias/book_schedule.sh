@@ -23,7 +23,7 @@ print(f"Numerical bias book run: {sys.argv[1]}{rate}")
 PY
 )
   for _ in 1 2 3; do
-    git add $OUT/*.csv $OUT/stores/*.sqlite && git commit -q -m "$msg" -- $OUT/*.csv $OUT/stores/*.sqlite && return 0
+    git add $OUT/*.csv $OUT/*.json $OUT/stores/*.sqlite && git commit -q -m "$msg" -- $OUT/*.csv $OUT/*.json $OUT/stores/*.sqlite && return 0
     sleep 5
   done
   echo "commit failed: $msg"

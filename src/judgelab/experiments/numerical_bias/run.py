@@ -249,12 +249,14 @@ class NumericalBiasProfile:
 
 PROFILES: dict[str, NumericalBiasProfile] = {
     # live in the default tests: a smoke test of every kind of cell, not a measurement
-    "ci": NumericalBiasProfile("ci", ("smollm2-135m-instruct",), items=3, other_form_items=2, range_items=2,
+    "ci": NumericalBiasProfile("ci", ("smollm2-135m-instruct",), items=3, other_form_items=1, range_items=2,
                                sampled_items=2, samples=3, subsets=("en-de", "ne-en"), ranges=((1, 5),),
                                min_prob=1e-2),
-    # The design is the issue's (200 items per subset and judge); `caps` is what has been computed on the
-    # hardware each store's run records name, and is replayed. The stores resume: compute more with
-    # `judgelab run numerical-bias --profile book --live --judges NAME=N`, then raise its cap here.
+    # The design is the issue's (200 items per subset and judge); the caps -- what has been computed, on the
+    # hardware each store's run records name, and is replayed -- are read from results/numerical_bias/caps.json,
+    # which the last book run wrote with its tables (book_caps). The stores resume: compute more with
+    # `judgelab run numerical-bias --profile book --live --judges NAME=KIND:N,...` (results/numerical_bias/
+    # book_schedule.sh is the order the committed stores were made in).
     "book": NumericalBiasProfile("book", BOOK_ORDER, items=200, other_form_items=50, range_items=50,
                                  sampled_items=50, replay=True, caps={}),
     "gpu": NumericalBiasProfile("gpu", tuple(GPU_JUDGES), items=1000, other_form_items=200, range_items=200,
@@ -262,6 +264,24 @@ PROFILES: dict[str, NumericalBiasProfile] = {
     "api": NumericalBiasProfile("api", tuple(API_JUDGES), items=100, other_form_items=0, range_items=50,
                                 sampled_items=100),
 }
+
+
+CAPS_FILE = "caps.json"
+
+
+def book_caps(results_dir: Path | str | None = None) -> dict[str, dict[str, int]]:
+    """The sizes the committed book tables were written at (``results/numerical_bias/caps.json``, written by
+    :func:`write_tables` with the tables): judge -> {kind: items per cell}. Empty where there is none."""
+    import json
+
+    path = Path(results_dir or default_results_dir("book")) / CAPS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        caps = json.loads(path.read_text(encoding="utf-8"))["caps"]
+        return {str(j): {str(k): int(n) for k, n in c.items()} for j, c in caps.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a caps file of the numerical-bias book run ({err})") from None
 
 
 def parse_caps(text: str) -> dict[str, int]:
@@ -295,6 +315,8 @@ def numerical_bias_profile(name: str | NumericalBiasProfile, judges: Sequence[st
         if name not in PROFILES:
             raise ValueError(f"unknown numerical-bias profile {name!r}; choose one of {sorted(PROFILES)}")
         prof = PROFILES[name]
+        if name == "book" and not prof.caps:
+            prof = replace(prof, caps=book_caps())
     if items is not None and items < 1:
         raise ValueError(f"items must be at least 1, got {items}")
     caps = {j: dict(c) for j, c in prof.caps.items()}
@@ -1262,4 +1284,15 @@ def write_tables(profile: str | NumericalBiasProfile = "book", results_dir: Path
     prof = numerical_bias_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
     res = run_numerical_bias(prof, results_dir, progress)
-    return write_csvs(res.tables(), results_dir)
+    paths = write_csvs(res.tables(), results_dir)
+    if prof.name == "book":  # the sizes these tables hold: what the book profile replays
+        import json
+
+        from judgelab.paths import atomic_write
+
+        caps = {j: {k: prof.size(j, k) for k in KINDS if prof.size(j, k)} for j in prof.active_judges()}
+        with atomic_write(results_dir / CAPS_FILE, encoding="utf-8") as fh:
+            json.dump({"caps": caps, "note": "written by judgelab.experiments.numerical_bias.run.write_tables; "
+                       "the book profile replays these sizes"}, fh, indent=1, sort_keys=True)
+        paths[CAPS_FILE] = results_dir / CAPS_FILE
+    return paths
