@@ -80,3 +80,22 @@ def chat(question: str, answer: str, reference: str | None = None) -> list[Messa
 def completion(question: str, answer: str, reference: str | None = None) -> str:
     """The bare prompt, as ``judge.py`` passes it to vLLM."""
     return judge_prompt(question, answer, reference)
+
+
+# --- best-of-N rating: a RECONSTRUCTION, not the paper's prompt -------------------------------------------------
+#: The paper rates best-of-N answers with AlpacaEval (GPT-4 annotators and their own prompts, not in the Self-J
+#: repository). Offline we need a pairwise prompt for a zoo rater; this one is ours, written in the plain style
+#: of the judge prompt above and answered with the next-token probabilities of "1" and "2". Marked as a
+#: reconstruction wherever it is used.
+PAIRWISE_RECONSTRUCTED = True
+PAIRWISE_TEMPLATE = (
+    "Please act as a precise judge and compare the quality of two answers to the question. Which answer is "
+    "better? Respond with 1 or 2.\n\n[Question]\n{instruction}\n\n[Answer 1]\n{answer1}\n\n[Answer 2]\n{answer2}"
+)
+PAIRWISE_OPTIONS: tuple[str, str] = ("1", "2")
+
+
+def pairwise_chat(question: str, answer1: str, answer2: str) -> list[Message]:
+    """The (reconstructed) pairwise rating prompt as the user turn; braces in the texts are kept."""
+    q, a1, a2 = _text(question, "question"), _text(answer1, "answer1"), _text(answer2, "answer2")
+    return [{"role": "user", "content": PAIRWISE_TEMPLATE.format(instruction=q, answer1=a1, answer2=a2)}]
