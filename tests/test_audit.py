@@ -187,3 +187,22 @@ def test_summary_llama_and_individual_texts():
     assert "placeholder" in it
     clean = au.individual_text(ind.iloc[[1]])
     assert "1 of the 1" in clean and "exactly in" not in clean
+
+
+def test_passing_checks_text_counts_only_what_passes():
+    same = pd.DataFrame([{"experiment": "vs_human", "task": "comparison", "evaluator": "gpt4", "dataset": "xsum",
+                          "same_answers": 0.91, "score_corr": 0.97},
+                         {"experiment": "which is worse", "task": "detection", "evaluator": "gpt35", "dataset": "cnn",
+                          "same_answers": 0.74, "score_corr": 0.8}])
+    design = pd.DataFrame({"labels_are_the_two_sources": [1.0, 0.9], "first_label_own": [0.49, 0.51]})
+    ft = pd.DataFrame({"label_correct": [1.0, 0.5], "articles_are_first_n": [True, True], "examples": [16, 16],
+                       "expected_examples": [16, 16], "answer_1_share": [0.5, 0.5]})
+    t = au.passing_checks_text(same, design, ft)
+    assert "1 of the 2 released fine-tuning sets" in t and "every record of 1 of the 2 GPT" in t
+    assert "gpt35 on cnn 74.0%" in t
+
+
+def test_real_finetuning_sets_are_what_their_names_say():
+    f = au.finetuning_data_audit()
+    assert len(f) == 8 and (f.label_correct == 1).all() and f.articles_are_first_n.all()
+    assert (f.examples == f.expected_examples).all() and (f.answer_1_share == 0.5).all() and (f.unmatched == 0).all()

@@ -771,3 +771,107 @@ def individual_text(ind: pd.DataFrame) -> str:
         parts.append(f"{len(nan)} score files have all five score probabilities NaN in {nan.all_nan.min():.0%} to "
                      f"{nan.all_nan.max():.0%} of their records")
     return "; ".join(parts) + ". A mean over placeholders is 0.5 by construction and says nothing about recognition."
+
+
+#: The released 2- and 10-example fine-tuning sets (the 500-example ones were not released).
+FINETUNING_DATA = {
+    ("gpt35", "xsum", 2): "finetuning_data_gpt35/xsum/2_ft_gpt35_detection_finetuning_data.jsonl",
+    ("gpt35", "xsum", 10): "finetuning_data_gpt35/xsum/10_gpt35_detection_finetuning_data.jsonl",
+    ("gpt35", "cnn", 2): "finetuning_data_gpt35/cnn/cnn_2_ft_gpt35_detection_finetuning_data.jsonl",
+    ("gpt35", "cnn", 10): "finetuning_data_gpt35/cnn/cnn_10_ft_gpt35_detection_finetuning_data.jsonl",
+    ("llama", "xsum", 2): "finetuning_data_llama/xsum/xsum_2_ft_llama_detection_finetuning_data.json",
+    ("llama", "xsum", 10): "finetuning_data_llama/xsum/xsum_10_ft_llama_detection_finetuning_data.json",
+    ("llama", "cnn", 2): "finetuning_data_llama/cnn/cnn_2_ft_llama_detection_finetuning_data.json",
+    ("llama", "cnn", 10): "finetuning_data_llama/cnn/cnn_10_ft_llama_detection_finetuning_data.json",
+}
+
+
+def _finetuning_examples(path: str) -> list[tuple[str, str, str]]:
+    """(system prompt, user prompt, target answer) per example of a released fine-tuning file."""
+    import json
+
+    from judgelab.data.fetch import fetch
+
+    text = open(fetch("self_recognition", path), encoding="utf-8").read()
+    out = []
+    if path.endswith(".jsonl"):
+        for line in text.splitlines():
+            if line.strip():
+                m = json.loads(line)["messages"]
+                out.append((m[0]["content"], m[1]["content"], m[2]["content"]))
+    else:
+        for e in json.loads(text):
+            t = e["input_text"]
+            system = t.split("<<SYS>>\n", 1)[1].split("\n<</SYS>>", 1)[0]
+            user, answer = t.split("<</SYS>>\n\n", 1)[1].rsplit("[/INST]", 1)
+            out.append((system, user.strip(), answer.strip()))
+    return out
+
+
+@_cached_table
+def finetuning_data_audit() -> pd.DataFrame:
+    """``audit_finetuning_data.csv``: are the released fine-tuning sets what their names say?
+
+    Per file: ``examples`` (expected 8 per article: four other sources x two orders), ``label_correct``
+    (share whose target answer is the position of the family's own summary, found by matching both shown
+    summaries against the released summaries), ``unmatched`` (summaries found in no released file),
+    ``articles_are_first_n`` (the articles are ``keys[:N]``, as the design says), ``answer_1_share`` (0.5:
+    balanced) and ``system_prompt_is_evaluation_one`` (the same system prompt as the evaluated detection task).
+    """
+    import re
+
+    from judgelab.data.self_recognition import load_summaries
+    from judgelab.prompts import panickssery2024 as P
+
+    rows = []
+    for (fam, ds, n), path in FINETUNING_DATA.items():
+        summ = load_summaries(ds)
+        by_text = summ.assign(text=summ["summary"].str.strip()).groupby("text")
+        who = by_text["author"].agg(set).to_dict()
+        key_of = by_text["key"].first().to_dict()
+        pos = _key_index(ds)
+        ex = _finetuning_examples(path)
+        correct = unmatched = 0
+        articles, answers, same_system = set(), [], 0
+        for system, user, answer in ex:
+            m = re.search(r"Summary1:\n(.*?)\n\nSummary2:\n(.*?)\n\nCan you tell", user, re.S)
+            s1, s2 = m.group(1).strip(), m.group(2).strip()
+            unmatched += (s1 not in who) + (s2 not in who)
+            truth = "1" if fam in who.get(s1, set()) else "2" if fam in who.get(s2, set()) else "?"
+            correct += answer == truth
+            articles |= {pos[key_of[s]] for s in (s1, s2) if s in key_of}
+            answers.append(answer)
+            same_system += system == P.DETECTION_SYSTEM_PROMPT
+        rows.append({"file": path, "family": fam, "dataset": ds, "n_train": n, "examples": len(ex),
+                     "expected_examples": 8 * n, "label_correct": correct / len(ex), "unmatched": unmatched,
+                     "articles_are_first_n": articles == set(range(n)),
+                     "answer_1_share": float(np.mean([a == "1" for a in answers])),
+                     "system_prompt_is_evaluation_one": same_system / len(ex)})
+    return pd.DataFrame(rows)
+
+
+def passing_checks_text(same: pd.DataFrame, design: pd.DataFrame, ftdata: pd.DataFrame) -> str:
+    """Generated sentence on the checks that pass (an audit reports those too), each clause from its table."""
+    parts = []
+    ok_ft = ftdata[(ftdata.label_correct == 1) & ftdata.articles_are_first_n & (ftdata.examples == ftdata.expected_examples)]
+    parts.append(f"{len(ok_ft)} of the {len(ftdata)} released fine-tuning sets (2 and 10 examples) hold 8 examples per "
+                 "training article, on exactly the first N articles, with the target answer at the position of the "
+                 f"model's own summary in every example (answer \"1\" in {ftdata.answer_1_share.min():.0%} to "
+                 f"{ftdata.answer_1_share.max():.0%})")
+    two = int((design.labels_are_the_two_sources == 1).sum())
+    parts.append(f"the random labels are the two true sources in every record of {two} of the {len(design)} GPT "
+                 f"random-label files, the evaluator's label first in {design.first_label_own.min():.1%} to "
+                 f"{design.first_label_own.max():.1%}")
+    v = same[same.experiment.isin(["vs_human", "vs_model"])]
+    if len(v):
+        parts.append(f"the {len(v)} prompt-variant files repeat the main files' comparison answers (the same prompt) in "
+                     f"{v.same_answers.min():.1%} to {v.same_answers.max():.1%} of pairs (r = {v.score_corr.min():.2f} to "
+                     f"{v.score_corr.max():.2f})")
+    d = same[same.task == "detection"]
+    if len(d):
+        low2 = d.nsmallest(min(4, len(d)), "same_answers")
+        parts.append(f"the {len(d)} 'worse' files repeat the main files' detection answers in {d.same_answers.min():.1%} "
+                     f"to {d.same_answers.max():.1%} of pairs (lowest: "
+                     + ", ".join(f"{r.evaluator} on {r.dataset} {r.same_answers:.1%}" for r in low2.itertuples())
+                     + "; one prompt sent twice to the API does not always get the same answer)")
+    return "What passes: " + "; ".join(parts) + "."

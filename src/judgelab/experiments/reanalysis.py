@@ -1007,6 +1007,7 @@ def write_tables(out_dir: str | Path = "results/panickssery2024") -> dict[str, P
         "audit_individual": audit.individual_audit(),
         "audit_llama_labels": audit.llama_label_audit(),
         "label_effect": audit.label_effect_table(),
+        "audit_finetuning_data": audit.finetuning_data_audit(),
     }
     written = write_csvs({f"{name}.csv": df for name, df in tables.items()}, out)
     paths = {name: written[f"{name}.csv"] for name in tables}
