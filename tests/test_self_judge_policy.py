@@ -148,9 +148,9 @@ def test_ci_answers_live_in_llama_cpp_and_replay(tmp_path, loaded):
     entry = zoo_entry("smollm2-135m-instruct")
     require(entry.offline_available(), f"offline weights not installed: {entry.pip}")
     prof = sjrun.self_judge_profile("ci")
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     train, held = sjrun.policy_answers(prof, tmp_path, progress=False)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert len(train) == prof.n_train * prof.train_samples and len(held) == prof.n_heldout * prof.best_of_n
     assert (train["status"] == "ok").all() and train["reference"].str.len().gt(0).all()
     # two samples of one instruction differ (own seeds), and the replay gives the same text
@@ -162,4 +162,4 @@ def test_ci_answers_live_in_llama_cpp_and_replay(tmp_path, loaded):
     # a live rerun reproduces the samples from the seeds (a fresh store, so computed again)
     again = sjrun.policy_answers(prof, tmp_path / "again", progress=False)[0]
     assert again["answer"].tolist() == train["answer"].tolist()
-    assert elapsed < 60, f"ci answers took {elapsed:.0f} s"
+    assert elapsed < 60, f"ci answers took {elapsed:.0f} s of CPU"

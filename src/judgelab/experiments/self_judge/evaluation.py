@@ -172,3 +172,53 @@ def selective_table(df: pd.DataFrame, methods: Sequence[str], quality: str = "gp
     parts.append(oracle_curve(q).assign(method="oracle"))
     parts.append(random_curve(q).assign(method="random"))
     return pd.concat(parts, ignore_index=True)
+
+
+# --- the paper's numbers ----------------------------------------------------------------------------------------
+#: Ye & Ng (2024), README of github.com/nusnlp/Self-J: Pearson r x 100 with GPT-4 scores on their 850 test
+#: answers of five models, averaged over the models; (setting, method) -> r x 100. Their test set is not ours
+#: (hub only): ours is Prometheus' 640 answers of four models, so the two columns are compared in kind, not cell
+#: for cell.
+PAPER_PEARSON: dict[tuple[str, str], float] = {
+    ("with reference", "Cosine"): 48.25,
+    ("with reference", "Self-eval"): 47.85,
+    ("with reference", "Self-eval + Cosine"): 59.98,
+    ("with reference", "GPT-3.5-turbo + Cosine"): 73.09,
+    ("with reference", "Self-J"): 70.34,
+    ("without reference", "Perplexity"): 11.68,
+    ("without reference", "Self-eval"): 11.46,
+    ("without reference", "Auto-J-13b"): 43.54,
+    ("without reference", "UltraRM-13b"): 52.98,
+    ("without reference", "Self-J 13B judge"): 58.65,
+}
+PAPER_SOURCE = "Ye & Ng 2024, README of github.com/nusnlp/Self-J (Pearson r x 100, average over five models)"
+
+
+def paper_comparison(ours: pd.DataFrame, methods: dict[str, tuple[str, str]], by: str = "model") -> pd.DataFrame:
+    """The paper's r x 100 beside ours, laid out like its table: one row per (setting, method).
+
+    ``ours`` is a :func:`pearson_table`; ``methods`` maps our score column to the (setting, method name) it
+    stands for; a name the paper does not have (answer length, a zoo judge) gets NaN as the paper's r. Paper rows
+    we have no counterpart for are kept with NaN in our columns. Columns: ``setting``, ``method``,
+    ``paper_r100``, ``ours_average_r100`` (mean of the per-model r, the paper's statistic), ``ours_pooled_r100``
+    with its 95 % interval, ``n``, ``n_unscored``, ``ours_column``.
+    """
+    rows, covered = [], set()
+    for col, (setting, name) in methods.items():
+        t = ours[ours["method"] == col].set_index(by)
+        if t.empty:
+            raise ValueError(f"no method {col!r} in the Pearson table (methods: {sorted(ours['method'].unique())})")
+        pooled, avg = t.loc[POOLED], t.loc["average"]
+        covered.add((setting, name))
+        rows.append({"setting": setting, "method": name, "paper_r100": PAPER_PEARSON.get((setting, name), np.nan),
+                     "ours_average_r100": 100 * avg["r"], "ours_pooled_r100": 100 * pooled["r"],
+                     "ours_pooled_low": 100 * pooled["r_low"], "ours_pooled_high": 100 * pooled["r_high"],
+                     "n": int(pooled["n"]), "n_unscored": int(pooled["n_unscored"]), "ours_column": col})
+    for (setting, name), r in PAPER_PEARSON.items():
+        if (setting, name) not in covered:
+            rows.append({"setting": setting, "method": name, "paper_r100": r, "ours_average_r100": np.nan,
+                         "ours_pooled_r100": np.nan, "ours_pooled_low": np.nan, "ours_pooled_high": np.nan,
+                         "n": 0, "n_unscored": 0, "ours_column": ""})
+    order = {"with reference": 0, "without reference": 1}
+    out = pd.DataFrame(rows)
+    return out.sort_values("setting", key=lambda s: s.map(order), kind="stable", ignore_index=True)

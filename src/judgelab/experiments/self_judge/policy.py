@@ -36,11 +36,12 @@ from tqdm.auto import tqdm
 
 from judgelab.data.self_judge import instruction_overlap
 from judgelab.models.base import GenerationConfig, Message, Model
-from judgelab.store import StoredModel
+from judgelab.store import ReplayMiss, StoredModel
 
 ANSWER_COLUMNS = ["source", "id", "sample", "seed", "answer", "n_words", "status"]
-#: what an answer can be: a usable answer, an empty one (counted, kept), or none (prompt too long)
-STATUSES = ("ok", "empty", "too long")
+#: what an answer can be: a usable answer, an empty one (counted, kept), none (prompt too long), or not in
+#: the store yet (a replay with ``skip_missing``: a generation still running)
+STATUSES = ("ok", "empty", "too long", "missing")
 
 
 def answer_messages(instruction: str, system_prompt: str = "") -> list[Message]:
@@ -94,7 +95,8 @@ def _label(source: str, item_id: str, sample: int) -> str:
 
 
 def generate_answers(model: Model, rows: pd.DataFrame, samples: Sequence[int], config: GenerationConfig, *,
-                     base_seed: int = 0, progress: bool = True, desc: str = "answers") -> pd.DataFrame:
+                     base_seed: int = 0, progress: bool = True, desc: str = "answers",
+                     skip_missing: bool = False) -> pd.DataFrame:
     """Sample ``len(samples)`` answers to each instruction of ``rows`` (columns ``source, id, instruction,
     system_prompt``), one call per (instruction, sample) with seed :func:`sample_seed`.
 
@@ -102,8 +104,9 @@ def generate_answers(model: Model, rows: pd.DataFrame, samples: Sequence[int], c
     stopped early has whole passes, not a few instructions with all their samples. ``model`` is usually a
     :class:`~judgelab.store.StoredModel` (calls are labelled ``answer/<source>/<id>/<sample>`` in the
     store). A prompt longer than the model's context is counted (``status == 'too long'``), not fatal;
-    an empty answer is kept and counted (``'empty'``). Returns one row per (instruction, sample):
-    :data:`ANSWER_COLUMNS`.
+    an empty answer is kept and counted (``'empty'``). With ``skip_missing`` a replay that lacks an answer
+    marks it ``'missing'`` instead of raising (to use what a running generation has stored so far).
+    Returns one row per (instruction, sample): :data:`ANSWER_COLUMNS`.
     """
     if config.temperature <= 0 and len(set(samples)) > 1:
         raise ValueError("several samples per instruction need temperature > 0 (greedy samples are identical)")
@@ -126,6 +129,10 @@ def generate_answers(model: Model, rows: pd.DataFrame, samples: Sequence[int], c
                 if "more than the llama.cpp context" not in str(err):
                     raise
                 text, status = "", "too long"
+            except ReplayMiss:
+                if not skip_missing:
+                    raise
+                text, status = "", "missing"
             else:
                 status = "ok" if text.strip() else "empty"
             out.append({"source": r.source, "id": r.id, "sample": k, "seed": seed, "answer": text,

@@ -28,13 +28,20 @@ import pandas as pd
 
 from judgelab.data.self_judge import Loaded, evaluation_answers, training_instructions
 from judgelab.experiments import open_models as om
+from judgelab.experiments.self_judge import best_of_n as bon
+from judgelab.experiments.self_judge import evaluation as ev_mod
 from judgelab.experiments.self_judge import policy as pol
+from judgelab.experiments.self_judge import selective as sel
+from judgelab.experiments.self_judge import selfeval as sev
+from judgelab.experiments.self_judge import training as tr
+from judgelab.experiments.self_judge.training import PAPER_TRAIN
 from judgelab.models.base import GenerationConfig
 from judgelab.paths import results_path, write_csv
 from judgelab.profiles import hardware
 from judgelab.store import CallStore, StoredModel
 
-STAGES: tuple[str, ...] = ("speed", "answers")
+STAGES: tuple[str, ...] = ("speed", "answers", "labels", "evaluate", "perplexity", "train", "evaluate_trained",
+                           "best_of_n")
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class SelfJudgeProfile:
     """Sizes and models of the Self-J chapter (issue 19)."""
 
     name: str
-    #: the model that answers the instructions and rates its own answers (a model string)
+    #: the model that answers the instructions (a model string: the llama.cpp runtime, fast at generating)
     policy: str
     #: instructions the judge trains on, and samples of each
     n_train: int
@@ -58,16 +65,38 @@ class SelfJudgeProfile:
     #: candidate policies whose speed the ``speed`` stage measures, and on how many instructions
     speed_candidates: tuple[str, ...] = ()
     speed_instructions: int = 4
+    #: the same weights as the policy, in the runtime that judges fastest and that trains (transformers):
+    #: it rates the policy's answers (self-evaluation) and the 640 evaluation answers; None = the policy
+    judge: str | None = None
+    #: the combined training score (our choice: the paper's formula is unpublished; the others are columns too)
+    combination: str = "mean"
+    #: evaluation questions (each has 4 answers) the untrained methods are scored on: the shortest ones of
+    #: Vicuna-bench (the ci profile); None: all 160 questions, 640 answers
+    eval_questions: int | None = None
+    #: judge variants trained (:data:`.training.VARIANTS`), their LoRA/optimiser settings (None: the paper's)
+    variants: tuple[str, ...] = ("self_j", "cosine_only", "selfeval_only", "no_distill")
+    train_config: object | None = None
+    #: best-of-N: the picker (a trained variant's reference-free judge, or None: the untrained judge) and the
+    #: rater, a different model (the strongest zoo judge; ``api``: an OpenAI model)
+    bon_picker: str | None = "self_j"
+    bon_rater: str = "qwen2.5-coder-1.5b-instruct"
+    #: llama.cpp batch for judging: a continuation scored for perplexity must fit in one batch
+    judge_n_batch: int = 4096
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def generation(self) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
 
+    @property
+    def judge_model(self) -> str:
+        return self.judge or self.policy
+
     def as_record(self) -> dict[str, object]:
         return {"profile": self.name, "policy": self.policy, "n_train": self.n_train,
                 "train_samples": self.train_samples, "n_heldout": self.n_heldout, "best_of_n": self.best_of_n,
-                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed}
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
+                "judge": self.judge_model}
 
 
 SMOLLM2 = "smollm2-135m-instruct@llama.cpp"
@@ -75,15 +104,21 @@ QWEN05 = "qwen2.5-coder-0.5b-instruct@llama.cpp"
 
 SELF_JUDGE_PROFILES: dict[str, SelfJudgeProfile] = {
     "ci": SelfJudgeProfile("ci", SMOLLM2, n_train=3, train_samples=2, n_heldout=2, best_of_n=2,
-                           max_new_tokens=16, speed_candidates=(SMOLLM2,), speed_instructions=1),
+                           max_new_tokens=16, speed_candidates=(SMOLLM2,), speed_instructions=1, eval_questions=2,
+                           judge="smollm2-135m-instruct", variants=("self_j", "no_distill"),
+                           train_config=replace(PAPER_TRAIN, max_steps=2, batch_size=4, micro_batch_size=4),
+                           bon_rater="qwen2.5-coder-0.5b-instruct"),
     # smollm2, not the 0.5B Qwen: at 1 thread on the shared 2-core machine (load 1.4-1.9) the Qwen decoded
     # 11.2 tokens/s against smollm2's 29.2 (policy_speed.csv, 160-190 tokens an answer), so 400 instructions
     # x 2 samples would take the Qwen over 3 hours, smollm2 about 1.5
+    # the judge is the policy's weights in transformers: prefill of one 1,383-token judge prompt took 19 s there
+    # against 60 s in llama.cpp (1 thread, load ~6.8), and the trained judges are transformers models too
     "book": SelfJudgeProfile("book", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8,
-                             replay=True, speed_candidates=(SMOLLM2, QWEN05)),
+                             replay=True, speed_candidates=(SMOLLM2, QWEN05), judge="smollm2-135m-instruct"),
     "gpu": SelfJudgeProfile("gpu", "hf:Qwen/Qwen2.5-7B-Instruct", n_train=1000, train_samples=4, n_heldout=100,
                             best_of_n=32, max_new_tokens=512),
-    "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8, replay=True),
+    "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8, replay=True,
+                            judge="smollm2-135m-instruct", bon_rater="openai:gpt-4o-mini"),
 }
 
 
@@ -131,15 +166,23 @@ def store_path(model: str, results_dir: Path) -> Path:
     return om.store_path(model, results_dir)
 
 
-def open_model(model: str, prof: SelfJudgeProfile, results_dir: Path, progress: bool = False) -> StoredModel:
+def open_model(model: str, prof: SelfJudgeProfile, results_dir: Path, progress: bool = False, *,
+               judge: bool = False) -> StoredModel:
     """``model`` behind its call store under ``<results_dir>/stores``: replayed, or live (loaded, 1 thread on
-    the llama.cpp runtime) with the run recorded in the store's metadata."""
+    the llama.cpp runtime; ``judge``: with the larger batch perplexity needs, which changes no number) with
+    the run recorded in the store's metadata."""
     store = CallStore(store_path(model, results_dir), readonly=prof.replay, identity=om.judge_identity(model))
     if prof.replay:
         return StoredModel(None, store, replay=True, name=om.short_name(model), progress=progress)
     from judgelab.models import get_model
 
-    kwargs = {"n_threads": prof.n_threads} if model.endswith("@llama.cpp") or model.startswith("llamacpp:") else {}
+    kwargs: dict[str, object] = {}
+    if model.endswith("@llama.cpp") or model.startswith("llamacpp:"):
+        kwargs = {"n_threads": prof.n_threads, **({"n_batch": prof.judge_n_batch} if judge else {})}
+    else:
+        import torch
+
+        torch.set_num_threads(prof.n_threads)
     live = get_model(model, **kwargs)
     store.set_meta(f"run:{prof.name}", {**prof.as_record(), "hardware": hardware(),
                                        "date": time.strftime("%Y-%m-%d")})
@@ -159,18 +202,22 @@ def stage_speed(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
     return {"policy_speed.csv": write_csv(table.assign(profile=prof.name), path)}
 
 
-def policy_answers(prof: SelfJudgeProfile, results_dir: Path, progress: bool = True
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def policy_answers(prof: SelfJudgeProfile, results_dir: Path, progress: bool = True, *,
+                   stored_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The policy's answers: training instructions x ``train_samples`` then held-out x ``best_of_n``
     (training first: they are what the judge needs). Returns (train answers, held-out answers), each with
-    the instruction's columns joined."""
+    the instruction's columns joined. ``stored_only``: replay what the store holds, the rest marked
+    ``'missing'`` (later stages can run while the generation is still going)."""
     ins = instructions(prof)
+    if stored_only:
+        prof = replace(prof, replay=True)
     model = open_model(prof.policy, prof, results_dir)
+    kw = {"base_seed": prof.seed, "progress": progress and not stored_only, "skip_missing": stored_only}
     try:
         train = pol.generate_answers(model, ins.train, range(prof.train_samples), prof.generation,
-                                     base_seed=prof.seed, progress=progress, desc="train answers")
+                                     desc="train answers", **kw)
         held = pol.generate_answers(model, ins.heldout, range(prof.best_of_n), prof.generation,
-                                    base_seed=prof.seed, progress=progress, desc="held-out answers")
+                                    desc="held-out answers", **kw)
     finally:
         model.store.close()
     cols = ["source", "id", "instruction", "reference", "system_prompt"]
@@ -190,7 +237,338 @@ def stage_answers(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
             "refused_instructions.csv": write_csv(ins_refused, out / "refused_instructions.csv")}
 
 
-_STAGE_FUNCS = {"speed": stage_speed, "answers": stage_answers}
+def provenance(model: StoredModel, prof: SelfJudgeProfile) -> dict[str, object]:
+    """Columns every table carries: the model's fingerprint id and weights sha256, the profile, and the date
+    and hardware of the live run that made the store's records (from the store, not this machine)."""
+    fp = model.fingerprint
+    runs = [model.store.get_meta(f"run:{p}") for p in (prof.name, "book", "ci", "gpu", "api")]
+    run = next((r for r in runs if r), {}) or {}
+    return {"judge": model.name, "fingerprint_id": model.fingerprint_id,
+            "weights_sha256": fp.get("gguf_sha256") or fp.get("weights_sha256") or fp.get("revision"),
+            "profile": prof.name, "run_date": run.get("date"), "hardware": run.get("hardware")}
+
+
+# --- training labels: the policy rates its own answers ---------------------------------------------------------
+def training_labels(prof: SelfJudgeProfile, results_dir: Path, answers: pd.DataFrame | None = None,
+                    progress: bool = True) -> pd.DataFrame:
+    """Self-evaluation with the reference of every usable training answer by the policy itself (the paper's
+    prompt, expected digit), the cosine with the reference (all-MiniLM-L6-v2) and every candidate combined
+    score (``combined_<name>``; ``label`` is the profile's :attr:`~SelfJudgeProfile.combination`, rounded to
+    the digit the judge is trained to say). Invalid self-evaluations stay, NaN, with ``valid`` False."""
+    if answers is None:  # what the store holds: the generation may still be running
+        answers, _ = policy_answers(prof, results_dir, progress=progress, stored_only=True)
+    ok = answers[answers["status"] == "ok"].reset_index(drop=True)
+    judge = open_model(prof.judge_model, prof, results_dir, judge=True)
+    try:
+        se = sev.self_eval_scores(judge, ok["instruction"].tolist(), ok["answer"].tolist(), ok["reference"].tolist(),
+                                  labels=[f"selfeval/ref/{s}/{i}/{k}" for s, i, k in
+                                          zip(ok["source"], ok["id"], ok["sample"])])
+        prov = provenance(judge, prof)
+    finally:
+        judge.store.close()
+    cos = sev.cosine_scores(ok["answer"].tolist(), ok["reference"].tolist())
+    comb = sev.combined_table(se["score"].to_numpy(), cos)
+    out = pd.concat([ok[["source", "id", "sample", "seed", "n_words"]],
+                     se[["valid", "invalid_reason", "digit_mass"]], comb], axis=1)
+    chosen = out[f"combined_{prof.combination}"]
+    out["label"] = chosen.round().clip(0, 9).astype("Int64")
+    return out.assign(combination=prof.combination, **prov)
+
+
+def stage_labels(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
+    t = training_labels(prof, results_dir)
+    return {"train_labels.csv": write_csv(t, Path(results_dir) / "train_labels.csv")}
+
+
+# --- evaluation of the untrained methods on the 640 GPT-4-scored answers ---------------------------------------
+#: score columns of :func:`evaluation_scores` -> (setting, the paper's name for the method or ours)
+EVAL_METHODS: dict[str, tuple[str, str]] = {
+    "cosine": ("with reference", "Cosine"),
+    "selfeval_ref": ("with reference", "Self-eval"),
+    "selfeval_ref_cosine": ("with reference", "Self-eval + Cosine"),
+    "logprob": ("without reference", "Perplexity"),
+    "selfeval_free": ("without reference", "Self-eval"),
+    "length_words": ("without reference", "Answer length (words)"),
+}
+
+
+def evaluation_rows(prof: SelfJudgeProfile) -> pd.DataFrame:
+    """The evaluation answers the profile scores: all 640, or every answer (all four responding models) to the
+    ``eval_questions`` Vicuna-bench questions whose judge prompts are shortest (the ci profile: seconds)."""
+    ev = evaluation_answers().rows
+    if prof.eval_questions is None:
+        return ev
+    vic = ev[ev["eval_set"] == "vicuna_eval"]
+    size = (vic["question"].str.len() + vic["reference"].str.len() + vic["response"].str.len())
+    longest = size.groupby(vic["question_id"]).max().sort_values(kind="stable")
+    keep = set(longest.index[: prof.eval_questions])
+    return ev[(ev["eval_set"] == "vicuna_eval") & ev["question_id"].isin(keep)].reset_index(drop=True)
+
+
+def evaluation_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame:
+    """Every untrained method's score of each evaluation answer (:data:`EVAL_METHODS` but perplexity, which
+    :func:`perplexity_scores` adds), with the validity of the judge's answers, the GPT-4 quality and the
+    provenance columns. With reference first: the with-reference table is the one the paper leads with."""
+    ev = evaluation_rows(prof)
+    q, a, r = ev["question"].tolist(), ev["response"].tolist(), ev["reference"].tolist()
+    judge = open_model(prof.judge_model, prof, results_dir, judge=True)
+    try:
+        ref = sev.self_eval_scores(judge, q, a, r, labels=[f"eval/ref/{i}" for i in ev["id"]])
+        free = sev.self_eval_scores(judge, q, a, labels=[f"eval/free/{i}" for i in ev["id"]])
+        prov = provenance(judge, prof)
+    finally:
+        judge.store.close()
+    cos = sev.cosine_scores(a, r)
+    out = ev[["eval_set", "id", "question_id", "model", "category", "gpt4_mean"]].copy()
+    out["cosine"] = cos
+    out["selfeval_ref"], out["selfeval_ref_valid"] = ref["score"], ref["valid"]
+    out["selfeval_ref_digit_mass"] = ref["digit_mass"]
+    out["selfeval_free"], out["selfeval_free_valid"] = free["score"], free["valid"]
+    out["selfeval_free_digit_mass"] = free["digit_mass"]
+    for name in sev.COMBINATIONS:
+        out[f"selfeval_ref_cosine_{name}"] = sev.combined_scores(ref["score"].to_numpy(), cos, name)
+    out["selfeval_ref_cosine"] = out[f"selfeval_ref_cosine_{prof.combination}"]
+    out["length_words"] = ev_mod.answer_length_words(a)
+    return out.assign(combination=prof.combination, **prov)
+
+
+def perplexity_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame:
+    """The paper's perplexity baseline: each evaluation answer's mean log-probability per token after its
+    question under the policy (the llama.cpp runtime: the one with log-likelihoods), with provenance."""
+    ev = evaluation_rows(prof)
+    model = open_model(prof.policy, prof, results_dir, judge=True)
+    try:
+        lp = sev.answer_logprobs(model, ev["question"].tolist(), ev["response"].tolist(),
+                                 labels=[f"eval/loglik/{i}" for i in ev["id"]])
+        prov = provenance(model, prof)
+    finally:
+        model.store.close()
+    out = ev[["id"]].copy()
+    out["logprob"], out["n_tokens"], out["logprob_valid"] = lp["mean_logprob"], lp["n_tokens"], lp["valid"]
+    return out.assign(**{f"logprob_{k}": v for k, v in prov.items()})
+
+
+def pearson_tables(scores: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pearson r of every method present in ``scores`` (per model, pooled, average) and the paper's layout."""
+    combos = [f"selfeval_ref_cosine_{n}" for n in sev.COMBINATIONS]
+    methods = {m: v for m, v in EVAL_METHODS.items() if m in scores.columns}
+    pearson = ev_mod.pearson_table(scores, list(methods) + combos)
+    prov = scores.iloc[0][["judge", "fingerprint_id", "weights_sha256", "profile", "run_date", "hardware"]].to_dict()
+    return pearson.assign(**prov), ev_mod.paper_comparison(pearson, methods).assign(**prov)
+
+
+def stage_evaluate(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
+    out = Path(results_dir)
+    scores = evaluation_scores(prof, out)
+    ppl = out / "eval_perplexity.csv"
+    if ppl.is_file():  # the perplexity stage ran: join its column
+        p = pd.read_csv(ppl)
+        scores = scores.merge(p[["id", "logprob", "n_tokens", "logprob_valid"]], on="id", how="left")
+    pearson, paper = pearson_tables(scores)
+    return {"eval_scores.csv": write_csv(scores, out / "eval_scores.csv"),
+            "pearson.csv": write_csv(pearson, out / "pearson.csv"),
+            "pearson_paper.csv": write_csv(paper, out / "pearson_paper.csv")}
+
+
+def stage_perplexity(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
+    out = Path(results_dir)
+    paths = {"eval_perplexity.csv": write_csv(perplexity_scores(prof, out), out / "eval_perplexity.csv")}
+    if (out / "eval_scores.csv").is_file():  # refresh the tables with the new column
+        paths.update(stage_evaluate(replace(prof, replay=True), out))
+    return paths
+
+
+# --- judge training and the trained judges' evaluation ---------------------------------------------------------
+def labelled_answers(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame:
+    """The training-labels table with each answer's text, instruction and reference joined (what training
+    needs; the committed table keeps no text)."""
+    labels = training_labels(prof, results_dir, progress=False)
+    answers, _ = policy_answers(prof, results_dir, progress=False, stored_only=True)
+    cols = ["source", "id", "sample", "answer", "instruction", "reference"]
+    return labels.merge(answers[cols], on=["source", "id", "sample"], how="left", validate="one_to_one")
+
+
+def _base_judge(prof: SelfJudgeProfile):
+    import torch
+
+    from judgelab.models import get_model
+
+    torch.set_num_threads(prof.n_threads)
+    return get_model(prof.judge_model, device="cpu")
+
+
+def stage_train(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
+    """Train every variant not yet trained (a finished variant's adapter is kept and skipped); the training
+    records go into the judge's store (so the book replays without adapters) and ``training_runs.csv``."""
+    out = Path(results_dir)
+    if prof.replay:
+        return {k: out / k for k in ("training_runs.csv", "training_log.csv") if (out / k).is_file()}
+    data = labelled_answers(prof, out)
+    tm = _base_judge(prof)
+    config = prof.train_config or PAPER_TRAIN
+    metas, logs = [], []
+    store = CallStore(store_path(prof.judge_model, out), identity=om.judge_identity(prof.judge_model))
+    try:
+        for v in prof.variants:
+            meta = tr.train_variant(tm, data, v, out, config=config, combination=prof.combination,
+                                    judge=prof.judge_model)
+            store.set_meta(f"selfj:train:{v}", meta)
+            metas.append(meta)
+            logs.append(pd.read_csv(tr.adapter_path(out, prof.judge_model, v) / "training_log.csv"))
+    finally:
+        store.close()
+    runs = pd.DataFrame([{k: m[k] for k in ("variant", "description", "label", "combination", "ce_student", "kl",
+                                            "kl_over", "n_examples", "n_dropped", "steps", "seconds",
+                                            "adapter_sha256", "date", "hardware")} for m in metas])
+    return {"training_runs.csv": write_csv(runs.assign(profile=prof.name, judge=prof.judge_model),
+                                           out / "training_runs.csv"),
+            "training_log.csv": write_csv(pd.concat(logs, ignore_index=True), out / "training_log.csv")}
+
+
+def trained_judge(prof: SelfJudgeProfile, results_dir: Path, variant: str, tm=None) -> StoredModel:
+    """A trained variant behind the judge's store: replayed by its recorded fingerprint, or live (the base
+    judge with the saved adapter merged in, loaded only when a call is missing)."""
+    from judgelab.experiments.finetuning import LazyModel
+
+    out = Path(results_dir)
+    store = CallStore(store_path(prof.judge_model, out), readonly=prof.replay,
+                      identity=om.judge_identity(prof.judge_model))
+    meta = store.get_meta(f"selfj:train:{variant}")
+    if meta is None:
+        store.close()
+        raise ValueError(f"variant {variant!r} is not trained in {store.path}: run the train stage first")
+    name = f"{om.short_name(prof.judge_model)}-selfj-{variant}"
+    if prof.replay:
+        return StoredModel(None, store, replay=True, name=name, progress=False)
+    base = tm if tm is not None else _base_judge(prof)
+    fp = tr.trained_fingerprint(base.fingerprint, meta)
+    path = tr.adapter_path(out, prof.judge_model, variant)
+    lazy = LazyModel(name, fp, lambda: tr.merged_judge(base, path, meta))
+    return StoredModel(lazy, store, progress=False)
+
+
+def trained_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame:
+    """Each trained variant's score of each evaluation answer with the reference (``selfj_<v>_ref``, the
+    teacher's prompt) and without (``selfj_<v>_free``, the student's: the judge Self-J deploys)."""
+    ev = evaluation_rows(prof)
+    q, a, r = ev["question"].tolist(), ev["response"].tolist(), ev["reference"].tolist()
+    out = ev[["id"]].copy()
+    tm = None if prof.replay else _base_judge(prof)
+    for v in prof.variants:
+        judge = trained_judge(prof, results_dir, v, tm)
+        try:
+            ref = sev.self_eval_scores(judge, q, a, r, labels=[f"eval/{v}/ref/{i}" for i in ev["id"]])
+            free = sev.self_eval_scores(judge, q, a, labels=[f"eval/{v}/free/{i}" for i in ev["id"]])
+        finally:
+            judge.store.close()
+        out[f"selfj_{v}_ref"], out[f"selfj_{v}_ref_valid"] = ref["score"], ref["valid"]
+        out[f"selfj_{v}_free"], out[f"selfj_{v}_free_valid"] = free["score"], free["valid"]
+    return out
+
+
+def trained_methods(variants: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Score columns of the trained judges -> (setting, row name): the paper's names for the full Self-J."""
+    m: dict[str, tuple[str, str]] = {}
+    for v in variants:
+        m[f"selfj_{v}_ref"] = ("with reference", "Self-J" if v == "self_j" else f"Self-J ({v})")
+        m[f"selfj_{v}_free"] = ("without reference", "Self-J 13B judge" if v == "self_j" else f"Self-J ({v})")
+    return m
+
+
+def stage_evaluate_trained(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
+    out = Path(results_dir)
+    t = trained_scores(prof, out)
+    paths = {"eval_trained.csv": write_csv(t, out / "eval_trained.csv")}
+    if (out / "eval_scores.csv").is_file():
+        scores = pd.read_csv(out / "eval_scores.csv").merge(t, on="id", how="left")
+        methods = {**{m: v for m, v in EVAL_METHODS.items() if m in scores.columns}, **trained_methods(prof.variants)}
+        pearson = ev_mod.pearson_table(scores, list(methods))
+        prov = scores.iloc[0][["judge", "fingerprint_id", "weights_sha256", "profile", "run_date", "hardware"]]
+        paper = ev_mod.paper_comparison(pearson, methods).assign(**prov.to_dict())
+        paths["pearson_all.csv"] = write_csv(pearson.assign(**prov.to_dict()), out / "pearson_all.csv")
+        paths["pearson_paper_all.csv"] = write_csv(paper, out / "pearson_paper_all.csv")
+    return paths
+
+
+# --- best-of-N and selective following on the policy's own held-out answers ----------------------------------
+def heldout_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame:
+    """Every stored held-out sample with the picker's reference-free score (``score``) and the rater's
+    reference-based self-evaluation of it (``proxy_quality``: the quality proxy of selective following)."""
+    out = Path(results_dir)
+    _, held = policy_answers(prof, out, progress=False, stored_only=True)
+    held = held[held["status"] == "ok"].reset_index(drop=True)
+    lab = [f"heldout/{s}/{i}/{k}" for s, i, k in zip(held["source"], held["id"], held["sample"])]
+    if prof.bon_picker:
+        picker = trained_judge(prof, out, prof.bon_picker)
+        tag = f"{prof.bon_picker}/free"
+    else:
+        picker, tag = open_model(prof.judge_model, prof, out, judge=True), "untrained/free"
+    try:
+        free = sev.self_eval_scores(picker, held["instruction"].tolist(), held["answer"].tolist(),
+                                    labels=[f"{x}/{tag}" for x in lab])
+        picker_name = picker.name
+    finally:
+        picker.store.close()
+    rater = open_model(prof.bon_rater, prof, out, judge=True)
+    try:
+        proxy = sev.self_eval_scores(rater, held["instruction"].tolist(), held["answer"].tolist(),
+                                     held["reference"].tolist(), labels=[f"{x}/proxy" for x in lab])
+        rater_prov = provenance(rater, prof)
+    finally:
+        rater.store.close()
+    return held.assign(score=free["score"], score_valid=free["valid"], proxy_quality=proxy["score"],
+                       proxy_valid=proxy["valid"], picker=picker_name, rater=rater_prov["judge"],
+                       rater_fingerprint_id=rater_prov["fingerprint_id"], profile=prof.name)
+
+
+def best_of_n_wins(prof: SelfJudgeProfile, results_dir: Path, scored: pd.DataFrame) -> pd.DataFrame:
+    """For N = 1, 2, 4, ... up to ``best_of_n``: the pick's win probability against sample 0 and against the
+    reference, by the rater, both orders (one row per instruction, N and baseline)."""
+    out = Path(results_dir)
+    ns = sorted({n for n in (1, 2, 4, 8, 16, 32) if n <= prof.best_of_n} | {prof.best_of_n})
+    text = scored.set_index(["source", "id", "sample"])["answer"]
+    first = scored[scored["sample"] == 0].set_index(["source", "id"])
+    rater = open_model(prof.bon_rater, prof, out, judge=True)
+    parts = []
+    try:
+        for n in ns:
+            picks = bon.pick_best(scored, n=n)
+            picks = picks[[(s, i) in first.index for s, i in zip(picks["source"], picks["id"])]]
+            cand = [text[(s, i, k)] for s, i, k in zip(picks["source"], picks["id"], picks["picked"])]
+            q = [first.loc[(s, i), "instruction"] for s, i in zip(picks["source"], picks["id"])]
+            for baseline in ("first sample", "reference"):
+                col = "answer" if baseline == "first sample" else "reference"
+                base = [first.loc[(s, i), col] for s, i in zip(picks["source"], picks["id"])]
+                w = bon.pairwise_wins(rater, q, cand, base, labels=[
+                    f"bon/{s}/{i}/{k}/vs-{baseline.split()[0]}" for s, i, k in
+                    zip(picks["source"], picks["id"], picks["picked"])])
+                parts.append(pd.concat([picks.reset_index(drop=True), w], axis=1).assign(n=n, baseline=baseline))
+        rater_name = rater.name
+    finally:
+        rater.store.close()
+    return pd.concat(parts, ignore_index=True).assign(rater=rater_name, profile=prof.name)
+
+
+def stage_best_of_n(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
+    out = Path(results_dir)
+    scored = heldout_scores(prof, out)
+    wins = best_of_n_wins(prof, out, scored)
+    rates = bon.win_rate_table(wins, by=["n", "baseline"]).assign(picker=scored["picker"].iloc[0],
+                                                                  rater=wins["rater"].iloc[0], profile=prof.name)
+    own = scored[scored["sample"] == 0].dropna(subset=["proxy_quality"])
+    own = own.assign(length_words=own["n_words"].astype(float))
+    sel_table = sel.selective_summaries(own, ["score", "length_words"], quality="proxy_quality").assign(
+        quality="proxy: reference-based self-evaluation by " + str(scored["rater"].iloc[0]), profile=prof.name)
+    keep = [c for c in scored.columns if c not in ("answer", "instruction", "reference", "system_prompt")]
+    return {"heldout_scores.csv": write_csv(scored[keep], out / "heldout_scores.csv"),
+            "best_of_n_wins.csv": write_csv(wins, out / "best_of_n_wins.csv"),
+            "best_of_n.csv": write_csv(rates, out / "best_of_n.csv"),
+            "selective_own.csv": write_csv(sel_table, out / "selective_own.csv")}
+
+
+_STAGE_FUNCS = {"speed": stage_speed, "answers": stage_answers, "labels": stage_labels, "evaluate": stage_evaluate,
+                "perplexity": stage_perplexity, "train": stage_train, "evaluate_trained": stage_evaluate_trained,
+                "best_of_n": stage_best_of_n}
 
 
 def run_self_judge(profile: str | SelfJudgeProfile = "book", stages: Sequence[str] | None = None, *,

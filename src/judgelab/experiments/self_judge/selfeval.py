@@ -75,16 +75,19 @@ def self_eval_prompts(questions: Sequence[str], answers: Sequence[str], referenc
 
 
 def self_eval_scores(model: Model, questions: Sequence[str], answers: Sequence[str],
-                     references: Sequence[str] | None = None, *, as_chat: bool = True) -> pd.DataFrame:
+                     references: Sequence[str] | None = None, *, as_chat: bool = True,
+                     labels: Sequence[str] | None = None) -> pd.DataFrame:
     """The judge's 0-9 score of each answer, with the reference (``references`` given) or without.
 
     ``model`` is any :class:`~judgelab.models.base.Model` (wrap it in a store to keep the calls). Its
     next-token probabilities of "0".."9" after the prompt give :func:`self_eval_table`'s columns. With
     ``as_chat`` (default) the prompt is the user turn of the model's chat template; ``as_chat=False`` sends
-    the bare text, as the paper's ``judge.py`` does with its fine-tuned judges.
+    the bare text, as the paper's ``judge.py`` does with its fine-tuned judges. ``labels`` (one per answer)
+    name the calls in a :class:`~judgelab.store.StoredModel`'s store.
     """
     prompts = self_eval_prompts(questions, answers, references, as_chat=as_chat)
-    out = model.option_probs(prompts, DIGITS)
+    out = model.option_probs(prompts, DIGITS, labels=labels) if labels is not None else \
+        model.option_probs(prompts, DIGITS)
     if len(out) != len(prompts):
         raise RuntimeError(f"{model.name} returned {len(out)} answers for {len(prompts)} prompts")
     return self_eval_table(out)
@@ -199,3 +202,28 @@ def combined_table(self_eval, cosine) -> pd.DataFrame:
     s, c = _arrays(self_eval, cosine)
     return pd.DataFrame({"self_eval": s, "cosine": c,
                          **{f"combined_{k}": f(s, c) for k, f in COMBINATIONS.items()}})
+
+
+# --- perplexity (the paper's reference-free baseline) ------------------------------------------------------------
+def answer_logprobs(model: Model, questions: Sequence[str], answers: Sequence[str], *,
+                    labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean log-probability per token of each answer after its question (the question as the user turn of the
+    model's chat template, the answer as the assistant's continuation), through :meth:`Model.loglikelihood`.
+
+    Columns ``mean_logprob`` (the predictor: higher = the model finds the answer more likely, i.e. lower
+    perplexity), ``perplexity`` (``exp(-mean_logprob)``), ``n_tokens``, ``valid`` (False for an empty answer,
+    which has no tokens to score: NaN, counted, never 0).
+    """
+    if len(questions) != len(answers):
+        raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+    keep = [i for i, a in enumerate(answers) if isinstance(a, str) and a.strip()]
+    prompts = [[{"role": "user", "content": questions[i]}] for i in keep]
+    conts = [answers[i] for i in keep]
+    kw = {"labels": [labels[i] for i in keep]} if labels is not None else {}
+    res = model.loglikelihood(prompts, conts, **kw) if keep else []
+    out = pd.DataFrame({"mean_logprob": np.nan, "perplexity": np.nan, "n_tokens": 0, "valid": False},
+                       index=range(len(answers)))
+    for i, r in zip(keep, res):
+        out.loc[i, ["mean_logprob", "perplexity", "n_tokens", "valid"]] = [
+            r["mean_logprob"], float(np.exp(-r["mean_logprob"])), r["n_tokens"], True]
+    return out.astype({"mean_logprob": float, "perplexity": float, "n_tokens": int, "valid": bool})
