@@ -364,12 +364,13 @@ def test_ci_profile_runs_live(tmp_path):
     require(_data_available(), "MLQE-PE data not available offline")
     paths = R.write_tables("ci", tmp_path, progress=False)
     bias = pd.read_csv(paths["bias.csv"])
-    assert set(bias["subset"]) == {"en-de", "ne-en"} and set(bias["form"]) == {"chat", "completion"}
+    assert set(bias["subset"]) == {"en-de"} and set(bias["form"]) == {"chat", "completion"}
+    assert set(zip(bias["lo"], bias["hi"])) == {(0, 10), (1, 5)}
     assert ((bias["valid_rate"] >= 0) & (bias["valid_rate"] <= 1)).all()
     assert bias["mean_unresolved"].max() < 0.1
     vo = pd.read_csv(paths["valid_outputs.csv"])
     s = vo[vo["source"] == "sampled"].iloc[0]
-    assert s["n_outputs"] == 2 * 3  # every sample counted
+    assert s["n_outputs"] == 2 * 2  # every sample counted
     judges = pd.read_csv(paths["judges.csv"])
     assert judges["runtime"].iloc[0].startswith("llama.cpp") and judges["hardware"].iloc[0].startswith(("cpu:", "cuda:"))
     # replay of what was just computed loads nothing and gives the same table
