@@ -392,3 +392,22 @@ def test_book_tables_record_the_sizes_the_book_replays(fake, tmp_path, monkeypat
     (tmp_path / "caps.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a caps file"):
         R.book_caps(tmp_path)
+
+
+@needs_data
+def test_a_judge_without_exact_scores_is_scored_by_sampling(fake, tmp_path, monkeypatch):
+    models, loads = fake
+    monkeypatch.setitem(R.JUDGES, "fake-aligned", R.Judge("fake-aligned", "fake", "instruct", "fake:a", ("chat",),
+                                                          exact=False))
+    prof = _profile(caps={"fake-aligned": {"main": 3, "ranges": 2}})
+    res = R.run_numerical_bias(prof, tmp_path, progress=False, n_resamples=50)
+    assert models["fake-aligned"].calls == 0  # no next-token probabilities asked for
+    assert models["fake-aligned"].generated == (2 * 3 + 2) * prof.samples
+    t = res.tables()
+    bias = t["bias.csv"]
+    assert set(zip(bias["subset"], bias["lo"], bias["hi"])) == {("en-de", 0, 10), ("si-en", 0, 10), ("en-de", 1, 5)}
+    x = res.items[(res.items["subset"] == "si-en")]
+    agg = S.aggregate_samples(res.samples[(res.samples["subset"] == "si-en")])
+    assert np.allclose(x.sort_values("item")["mean10"], agg["score"], equal_nan=True)
+    assert t["agreement.csv"].empty  # nothing exact to compare the samples with
+    assert "range 1-5" in set(t["mitigations.csv"]["method"])

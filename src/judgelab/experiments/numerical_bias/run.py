@@ -636,32 +636,16 @@ def judge_records(j: Judge, prof: NumericalBiasProfile, results_dir: Path, progr
             computed["records"] = len(todo)
             computed["seconds"] = time.perf_counter() - t0
         dists = {c: [decode_record(r) for r in recs] for c, recs in dists.items()}
-        # --- sampled protocol (a) ---
+        # --- sampled protocol (a): on the sampled subset; for a judge without exact scores, every cell ---
         samples = pd.DataFrame()
-        if n_sampled:
-            items = subset_items(prof.sampled_subset, n_sampled)
-            prompts = [item_prompt(r, j.main_form, DEFAULT_RANGE) for r in items.to_dict("records")]
-            labels = [f"{prof.sampled_subset}/{i}/{j.main_form}/sampled" for i in range(len(prompts))]
-            t0 = time.perf_counter()
-            before = store.count(kind="generate")
-            # llama.cpp seeds each prompt of a call alike, so its items need a call each; a transformers batch
-            # draws its rows from one stream (independent), so 8 items share a call (scoring.sample_scores)
-            per_call = 1 if fp.get("backend") in ("llama.cpp", "openai") else 8
-            try:
-                sm = StoredModel(None, store, replay=True, name=name, progress=False)
-                samples = S.sample_scores(sm, prompts, DEFAULT_RANGE, n=prof.samples, labels=labels,
-                                          decimals=prof.decimals, prompts_per_call=per_call)
-            except ReplayMiss:
-                if prof.replay:
-                    raise ReplayMiss(_miss_message(j, "sampled generations", n_sampled * prof.samples,
-                                                   n_sampled * prof.samples, prof, path)) from None
-                live.get()
-                samples = S.sample_scores(live.stored, prompts, DEFAULT_RANGE, n=prof.samples, labels=labels,
-                                          decimals=prof.decimals, prompts_per_call=per_call, progress=progress)
-                computed["generations"] = store.count(kind="generate") - before
-                computed["generate_seconds"] = time.perf_counter() - t0
-            samples = samples.assign(judge=j.name, form=j.main_form, subset=prof.sampled_subset,
-                                     gold=items["gold"].to_numpy()[samples["item"].to_numpy()])
+        jobs = [(prof.sampled_subset, n_sampled, DEFAULT_RANGE)] if n_sampled and j.exact else []
+        if not j.exact:
+            n_main, n_rng = prof.size(j.name, "main"), prof.size(j.name, "ranges")
+            jobs = [(sub, n_main, DEFAULT_RANGE) for sub in prof.subsets if n_main]
+            jobs += [(sub, n_rng, r) for r in prof.ranges for sub in prof.range_subsets if n_rng and j.aligned]
+        frames = [_sampled(store, live, j, prof, name, fp, sub, n, r, computed, progress, path) for sub, n, r in jobs]
+        if frames:
+            samples = pd.concat(frames, ignore_index=True)
         if not prof.replay and (computed["records"] or computed["generations"]):
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             model = live.model
@@ -673,6 +657,58 @@ def judge_records(j: Judge, prof: NumericalBiasProfile, results_dir: Path, progr
                 "date": time.strftime("%Y-%m-%d")})
         runs = [{"name": k, **v} for k, v in _all_meta(store).items() if k.startswith(("run:", "throughput:"))]
     return JudgeRecords(j, dists, samples, name, fp, fid, runs, computed)
+
+
+def _sampled(store: CallStore, live: _Live, j: Judge, prof: NumericalBiasProfile, name: str, fp: dict[str, Any],
+             subset: str, n: int, score_range: tuple[int, int], computed: dict[str, Any], progress: bool,
+             path: Path) -> pd.DataFrame:
+    """The paper's protocol on the first ``n`` items of ``subset`` (main form): ``prof.samples`` generations
+    each at T=0.7, through the store (replayed where stored)."""
+    items = subset_items(subset, n)
+    prompts = [item_prompt(r, j.main_form, score_range) for r in items.to_dict("records")]
+    labels = [f"{subset}/{i}/{j.main_form}/{score_range[0]}-{score_range[1]}/sampled" for i in range(len(prompts))]
+    t0 = time.perf_counter()
+    before = store.count(kind="generate")
+    # llama.cpp seeds each prompt of a call alike, so its items need a call each; a transformers batch draws
+    # its rows from one stream (independent), so 8 items share a call (scoring.sample_scores)
+    per_call = 1 if fp.get("backend") in ("llama.cpp", "openai") or not j.exact else 8
+    kw = dict(n=prof.samples, labels=labels, decimals=prof.decimals, prompts_per_call=per_call)
+    try:
+        sm = StoredModel(None, store, replay=True, name=name, progress=False)
+        samples = S.sample_scores(sm, prompts, score_range, **kw)
+    except ReplayMiss:
+        if prof.replay:
+            raise ReplayMiss(_miss_message(j, f"sampled generations ({subset}, {score_range[0]}-{score_range[1]})",
+                                           n * prof.samples, n * prof.samples, prof, path)) from None
+        live.get()
+        samples = S.sample_scores(live.stored, prompts, score_range, progress=progress, **kw)
+        computed["generations"] += store.count(kind="generate") - before
+        computed["generate_seconds"] += time.perf_counter() - t0
+    return samples.assign(judge=j.name, form=j.main_form, subset=subset, lo=score_range[0], hi=score_range[1],
+                          gold=items["gold"].to_numpy()[samples["item"].to_numpy()])
+
+
+def sampled_cell_items(samples: pd.DataFrame, j: Judge) -> pd.DataFrame:
+    """Item rows (as :func:`cell_items` makes them, T=0.7 only) from sampled outputs, for a judge without
+    exact distributions: ``mean10`` the mean of the valid samples (the paper's score), ``single`` the first
+    sample, ``valid`` the share of valid samples; ``expected`` is unknown (NaN)."""
+    if samples.empty:
+        return pd.DataFrame()
+    rows = []
+    for (subset, lo, hi), s in samples.groupby(["subset", "lo", "hi"], sort=False):
+        agg = S.aggregate_samples(s).set_index("item")
+        first = s.sort_values("sample").groupby("item")["value"].first()
+        gold = s.groupby("item")["gold"].first()
+        draws = s.sort_values("sample").groupby("item")["value"].apply(lambda v: v.to_numpy(float))
+        rows.append(pd.DataFrame({
+            "item": agg.index, "temperature": PAPER_T, "expected": np.nan, "mode": np.nan,
+            "valid": (agg["n_valid"] / agg["n_samples"]).to_numpy(), "invalid": 1 - (agg["n_valid"] / agg["n_samples"]).to_numpy(),
+            "unresolved": 0.0, "mean10": agg["score"].to_numpy(), "single": first.reindex(agg.index).to_numpy(),
+            "n_valid10": agg["n_valid"].to_numpy(), "draws": list(draws.reindex(agg.index)),
+            "gold": gold.reindex(agg.index).to_numpy(), "judge": j.name, "family": j.family, "stage": j.stage,
+            "aligned": j.aligned, "form": j.main_form, "subset": subset, "lo": lo, "hi": hi,
+            "kind": "main" if (lo, hi) == DEFAULT_RANGE else "ranges", "n_samples10": agg["n_samples"].to_numpy()}))
+    return pd.concat(rows, ignore_index=True)
 
 
 def _all_meta(store: CallStore) -> dict[str, Any]:
@@ -1046,8 +1082,8 @@ def agreement(samples: pd.DataFrame, items: pd.DataFrame, prof: NumericalBiasPro
                   & (items["lo"] == DEFAULT_RANGE[0]) & (items["hi"] == DEFAULT_RANGE[1])
                   & np.isclose(items["temperature"], PAPER_T)].sort_values("item")
         x = x[x["item"].isin(s["item"].unique())]
-        if x.empty or "dist" not in x:
-            continue
+        if x.empty or "dist" not in x or x["dist"].isna().any():
+            continue  # a judge without exact distributions (an API model): nothing to compare with
         dists = dict(zip(x["item"], x["dist"]))
         # chi-square over (score, invalid) categories pooled over items
         grid = next(iter(dists.values())).scores
@@ -1257,6 +1293,8 @@ def run_numerical_bias(profile: str | NumericalBiasProfile = "book", results_dir
                 frames.append(f)
         if not rec.samples.empty:
             samples.append(rec.samples)
+            if not j.exact:
+                frames.append(sampled_cell_items(rec.samples, j))
         fp = rec.fingerprint
         hw = sorted({str(r.get("hardware")) for r in rec.runs if r.get("hardware")})
         dates = sorted({str(r.get("date")) for r in rec.runs if r.get("date")})
