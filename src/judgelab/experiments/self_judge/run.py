@@ -258,7 +258,7 @@ def training_labels(prof: SelfJudgeProfile, results_dir: Path, answers: pd.DataF
     if answers is None:  # what the store holds: the generation may still be running
         answers, _ = policy_answers(prof, results_dir, progress=progress, stored_only=True)
     ok = answers[answers["status"] == "ok"].reset_index(drop=True)
-    judge = open_model(prof.judge_model, prof, results_dir, judge=True)
+    judge = open_model(prof.judge_model, prof, results_dir, progress=not prof.replay, judge=True)
     try:
         se = sev.self_eval_scores(judge, ok["instruction"].tolist(), ok["answer"].tolist(), ok["reference"].tolist(),
                                   labels=[f"selfeval/ref/{s}/{i}/{k}" for s, i, k in
@@ -311,7 +311,7 @@ def evaluation_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame
     provenance columns. With reference first: the with-reference table is the one the paper leads with."""
     ev = evaluation_rows(prof)
     q, a, r = ev["question"].tolist(), ev["response"].tolist(), ev["reference"].tolist()
-    judge = open_model(prof.judge_model, prof, results_dir, judge=True)
+    judge = open_model(prof.judge_model, prof, results_dir, progress=not prof.replay, judge=True)
     try:
         ref = sev.self_eval_scores(judge, q, a, r, labels=[f"eval/ref/{i}" for i in ev["id"]])
         free = sev.self_eval_scores(judge, q, a, labels=[f"eval/free/{i}" for i in ev["id"]])
@@ -336,7 +336,7 @@ def perplexity_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame
     """The paper's perplexity baseline: each evaluation answer's mean log-probability per token after its
     question under the policy (the llama.cpp runtime: the one with log-likelihoods), with provenance."""
     ev = evaluation_rows(prof)
-    model = open_model(prof.policy, prof, results_dir, judge=True)
+    model = open_model(prof.policy, prof, results_dir, progress=not prof.replay, judge=True)
     try:
         lp = sev.answer_logprobs(model, ev["question"].tolist(), ev["response"].tolist(),
                                  labels=[f"eval/loglik/{i}" for i in ev["id"]])
