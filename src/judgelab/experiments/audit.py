@@ -741,7 +741,9 @@ def llama_label_text(ll: pd.DataFrame) -> str:
                      f"Each file is one comparison per article written four times, so its stored mean ("
                      + ", ".join(f"{r.stored_mean:.3f} on {r.dataset}" for r in dup.itertuples())
                      + ") is the human comparison's, not the four sources' ("
-                     + ", ".join(f"{r.raw_mean:.3f}" for r in dup.itertuples()) + " from the raw file)")
+                     + ", ".join(f"{r.raw_mean:.3f}" for r in dup.itertuples()) + " from the raw file)"
+                     + ("; the authors' analysis printed no random-label value"
+                        if not (AUTHORS_LABEL_OUTPUT.condition == "random").any() else ""))
     ok = ll.raw_random_is_correct_or_wrong.min()
     parts = ["; ".join(parts) + "."] if parts else []
     parts.append(f"In the raw file itself the random-label output equals the correct-label output where Llama's label "
@@ -856,8 +858,9 @@ def passing_checks_text(same: pd.DataFrame, design: pd.DataFrame, ftdata: pd.Dat
     ok_ft = ftdata[(ftdata.label_correct == 1) & ftdata.articles_are_first_n & (ftdata.examples == ftdata.expected_examples)]
     parts.append(f"{len(ok_ft)} of the {len(ftdata)} released fine-tuning sets (2 and 10 examples) hold 8 examples per "
                  "training article, on exactly the first N articles, with the target answer at the position of the "
-                 f"model's own summary in every example (answer \"1\" in {ftdata.answer_1_share.min():.0%} to "
-                 f"{ftdata.answer_1_share.max():.0%})")
+                 "model's own summary in every example (answer \"1\" in "
+                 + (f"{ftdata.answer_1_share.min():.0%} of every set)" if ftdata.answer_1_share.nunique() == 1 else
+                    f"{ftdata.answer_1_share.min():.0%} to {ftdata.answer_1_share.max():.0%})"))
     two = int((design.labels_are_the_two_sources == 1).sum())
     parts.append(f"the random labels are the two true sources in every record of {two} of the {len(design)} GPT "
                  f"random-label files, the evaluator's label first in {design.first_label_own.min():.1%} to "

@@ -128,12 +128,13 @@ def claims_reanalysis(ra_dir: str | Path | None = None) -> pd.DataFrame:
     eff = pd.read_csv(d / "label_effect.csv")
     ch, rows = "02", []
     for measure, letter, claim, src in (
-            ("recognition", "R", "Out of the box, the evaluator tells its own summaries from others' better than chance",
+            ("recognition", "R", "Out of the box, GPT-4 and Llama 2 tell their own summaries from others' better than chance",
              "abstract; out-of-the-box results (section 3" + UNCHECKED + ")"),
             ("preference", "S", "Out of the box, the evaluator prefers its own summaries (self-preference; the title's "
                                 "'favor their own generations'); GPT-4's pooled S is " + _public_numbers(),
              "title, abstract; out-of-the-box results (section 3" + UNCHECKED + ")")):
-        for ev in ("gpt4", "gpt35", "llama"):
+        # the abstract names GPT-4 and Llama 2 for recognition; the title's preference claim is general
+        for ev in (("gpt4", "llama") if measure == "recognition" else ("gpt4", "gpt35", "llama")):
             for ds in ("xsum", "cnn"):
                 rel = _value(_one(pw, dataset=ds, evaluator=ev), measure)
                 if ev == "llama":
