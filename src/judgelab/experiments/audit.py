@@ -608,7 +608,10 @@ def new_defects(scores: pd.DataFrame | None = None, same: pd.DataFrame | None = 
         if len(e):
             e0 = e.iloc[0]
             stored = f"S={e0.stored:.3f} (drop from correct labels {e0.drop_stored:+.3f})"
-            recomputed = f"S={e0.corrected:.3f} (drop {e0.drop_corrected:+.3f}); authors printed the {e0.authors_printed_is or 'n/a'}"
+            printed = {"stored": "the authors' analysis printed the stored value",
+                       "corrected": "the authors' analysis printed the corrected value"}.get(
+                e0.authors_printed_is, "the authors' analysis printed no value for it")
+            recomputed = f"S={e0.corrected:.3f} (drop {e0.drop_corrected:+.3f}); {printed}"
         rows.append({"defect": "label experiment: stored self-preference is the preference for the OTHER summary",
                      "file": r.file,
                      "evidence": f"{exact}sign test: {r.sign_agreement:.1%} of {r.n_decisive} decisive pairs on the side "
@@ -617,10 +620,19 @@ def new_defects(scores: pd.DataFrame | None = None, same: pd.DataFrame | None = 
 
     bad = scores[(scores.orientation != "reversed") & (scores.neither > 0)]
     if len(bad):
+        effects = []
+        for r in bad.itertuples():
+            if not _exists(r.file):
+                continue
+            df = _frame(r.file)
+            fa, ba, fp, bp, sc = _TASKS["labelled comparison" if r.file.startswith("label_results") else r.task]
+            lab = classify_scores(df[sc], df[fa], df[ba], df[fp], df[bp]).to_numpy()
+            effects.append(f"{r.file}: mean {sc} {df[sc].mean():.4f} with them, {df[sc][lab != 'neither'].mean():.4f} without")
         rows.append({"defect": "stored score impossible under the upstream formula given the stored answers and probabilities",
                      "file": f"{len(bad)} GPT files",
                      "evidence": "; ".join(f"{r.file} ({r.task}): {r.neither} of {r.n_checkable}" for r in bad.itertuples()),
-                     "n_affected": int(bad.neither.sum()), "stored": "score", "recomputed": "not reproducible (record left as stored)"})
+                     "n_affected": int(bad.neither.sum()), "stored": "; ".join(effects) or "score",
+                     "recomputed": "not reproducible (records left as stored; the means above show their weight)"})
 
     dup = llama_labels[(llama_labels.condition == "random") & (llama_labels.matches_human_row > 0.99)]
     for r in dup.itertuples():
@@ -639,9 +651,9 @@ def new_defects(scores: pd.DataFrame | None = None, same: pd.DataFrame | None = 
         rows.append({"defect": "individual setting: ground_truth field wrong (own summaries marked 0)",
                      "file": f"{len(gt)} individual_setting_results/recognition_results/*_ft_llama files",
                      "evidence": f"ground_truth is 1 in {int(gt.ground_truth_positives.sum())} records of {len(gt)} files holding "
-                                 f"{int(gt.own_records.sum())} records of the evaluator's own summaries (correct in "
-                                 f"{gt.ground_truth_correct.min():.1%}-{gt.ground_truth_correct.max():.1%} of records); the GPT "
-                                 "and base files mark them 1",
+                                 f"{int(gt.own_records.sum())} records of the evaluator's own summaries (the field is right only "
+                                 f"for the other sources' records: {gt.ground_truth_correct.max():.0%} of each file at most); "
+                                 "the GPT and base files mark own summaries 1",
                      "n_affected": int(gt.own_records.sum()), "stored": "ground_truth = 0 everywhere",
                      "recomputed": "own = target_model is the evaluator's family (used by this re-analysis)"})
     ph = individual[(individual.exactly_half > 0.2) | (individual.all_nan > 0.2)]
@@ -671,8 +683,14 @@ def new_defects(scores: pd.DataFrame | None = None, same: pd.DataFrame | None = 
                                  f"{r35.score_corr_max:.2f}); GPT-4 repeats them in {r4.same_answers_min:.1%}-{r4.same_answers_max:.1%} "
                                  f"(r = {r4.score_corr_min:.2f} to {r4.score_corr_max:.2f}); the files cannot tell a missing "
                                  "flip from a model that names the summary it prefers whatever it is asked",
-                     "n_affected": int(r35.pairs), "stored": "S under 'worse'",
-                     "recomputed": "S or 1 - S: not decidable from the files"})
+                     "n_affected": int(r35.pairs),
+                     "stored": "S under 'worse' as stored: " + "; ".join(
+                         f"{ev} on {ds} {_frame(f'results_with_worse/{ds}/{ev}_results.json')['self_preference'].mean():.3f}"
+                         for ds in DATASETS for ev in ("gpt35",) if _exists(f"results_with_worse/{ds}/{ev}_results.json")),
+                     "recomputed": "1 - S if the flip is missing: " + "; ".join(
+                         f"{ev} on {ds} {1 - _frame(f'results_with_worse/{ds}/{ev}_results.json')['self_preference'].mean():.3f}"
+                         for ds in DATASETS for ev in ("gpt35",) if _exists(f"results_with_worse/{ds}/{ev}_results.json"))
+                     + " (not decidable from the files)"})
     return rows
 
 
