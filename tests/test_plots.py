@@ -57,3 +57,20 @@ def test_plots_import_no_experiment():
             "print([m for m in sys.modules if m.startswith('judgelab.experiments') or m == 'torch'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_score_histograms_show_shares_per_panel_and_name_missing_judges():
+    hist = pd.DataFrame({
+        "judge": ["gold", "gold", "a", "a", "a", "b"], "form": [None, None, "chat", "chat", "chat", "chat"],
+        "subset": ["en-de"] * 6, "kind": [None, None, "main", "main", "main", "main"],
+        "what": ["gold", "gold", "mean10", "mean10", "mean10", "mean10"],
+        "score": [40.0, 80.0, 8.0, 8.2, 3.0, 5.0], "score_0_10": [4.0, 8.0, None, None, None, None],
+        "count": [1.0, 3.0, 6.0, 2.0, 2.0, 0.0]})
+    fig = plots.score_histograms(hist, "en-de", [("a", "chat"), ("b", "chat")])
+    gold_ax, a_ax, b_ax = fig.axes
+    assert sorted(round(p.get_height(), 3) for p in gold_ax.patches if p.get_height() > 0) == [0.25, 0.75]
+    # 8.0 and 8.2 fall in the bin around 8 (width 0.5): 8 of the 10 items, the tallest bin
+    assert max(p.get_height() for p in a_ax.patches) == pytest.approx(0.8)
+    assert "10 items, top bin 80%" in a_ax.get_title()
+    assert "not scored" in b_ax.get_title() and not b_ax.patches
+    plt.close(fig)

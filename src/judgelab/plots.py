@@ -259,3 +259,39 @@ def variant_grid(variants: pd.DataFrame, rows: str = "trained_on", cols: str = "
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def score_histograms(hist: pd.DataFrame, subset: str, panels: list[tuple[str, str]], what: str = "mean10",
+                     bin_width: float = 0.5, titles: dict[str, str] | None = None):
+    """Where each judge puts its scores on one subset, beside the human scores: one panel per
+    ``(judge, form)`` in ``panels``, and a first panel of gold.
+
+    ``hist`` is the chapter's histogram table (one row per cell and score: ``what`` = ``mean10``, ``single``,
+    ``mass`` or ``gold``; gold mapped onto the judges' 0-10 range in ``score_0_10``). Bars are shares of the
+    panel's items in bins of ``bin_width`` on 0-10, so panels of different sizes compare; a panel title
+    names its judge, form and items, and the tallest bin's share (the pile-up the paper measures). A
+    ``(judge, form)`` without rows in ``hist`` gets an empty panel saying "not scored".
+    """
+    titles = titles or {}
+    edges = np.arange(0, 10 + bin_width + 1e-9, bin_width) - bin_width / 2
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.1 * (len(panels) + 1), 2.6), sharex=True, sharey=True)
+    gold = hist[(hist["what"] == "gold") & (hist["subset"] == subset)]
+    rows = [("gold", "", gold["score_0_10"].to_numpy(float), gold["count"].to_numpy(float))]
+    for judge, form in panels:
+        h = hist[(hist["what"] == what) & (hist["subset"] == subset) & (hist["judge"] == judge)
+                 & (hist["form"] == form) & (hist["kind"] == "main") & hist["score"].notna()]
+        rows.append((judge, form, h["score"].to_numpy(float), h["count"].to_numpy(float)))
+    for ax, (judge, form, scores, counts) in zip(np.atleast_1d(axes), rows):
+        name = "Human (gold)" if judge == "gold" else titles.get(judge, label(judge)) + (f"\n{form}" if form else "")
+        if counts.sum() == 0:
+            ax.set_title(f"{name}\nnot scored", fontsize=9)
+            continue
+        share, _ = np.histogram(scores, bins=edges, weights=counts / counts.sum())
+        ax.bar(edges[:-1] + bin_width / 2, share, width=bin_width * 0.9,
+               color=SOURCE_COLORS.get(judge.split(":")[0], "#4d4d4d") if judge != "gold" else SOURCE_COLORS["human"])
+        ax.set_title(f"{name}\n{int(counts.sum())} items, top bin {share.max():.0%}", fontsize=9)
+        ax.set_xlim(-0.5, 10.5)
+    np.atleast_1d(axes)[0].set_ylabel("share of items")
+    fig.supxlabel("score (0-10)", fontsize=10)
+    fig.tight_layout()
+    return fig
