@@ -411,3 +411,25 @@ def test_a_judge_without_exact_scores_is_scored_by_sampling(fake, tmp_path, monk
     assert np.allclose(x.sort_values("item")["mean10"], agg["score"], equal_nan=True)
     assert t["agreement.csv"].empty  # nothing exact to compare the samples with
     assert "range 1-5" in set(t["mitigations.csv"]["method"])
+
+
+def test_compacted_store_is_smaller_and_still_a_store(tmp_path):
+    import json
+
+    from judgelab.store import CallStore
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s.sqlite"
+    with CallStore(path, identity="fake:a") as st:
+        st.register_model("m", {"backend": "fake"}, "f" * 16)
+        d = {t: S.ScoreDistribution((0, 10), t, rng.dirichlet(np.ones(101)), 0, 0, 0, 0, 1) for t in R.TEMPERATURES}
+        rows = [(f"{k:064x}", None, R.encode_record(d)) for k in rng.integers(0, 2**62, 200)]
+        st.put_many("f" * 16, R.STORE_KIND, rows)
+    before = path.stat().st_size  # closed: one self-contained file
+    with CallStore(path, identity="fake:a") as st:
+        R.compact_store(st)
+        assert st.count() == 200
+    assert path.stat().st_size < 0.6 * before
+    with CallStore(path, readonly=True, identity="fake:a") as st:
+        got = st.get_many([rows[5][0]])
+        assert json.dumps(got[rows[5][0]], sort_keys=True) == json.dumps(rows[5][2], sort_keys=True)

@@ -647,6 +647,7 @@ def judge_records(j: Judge, prof: NumericalBiasProfile, results_dir: Path, progr
         if frames:
             samples = pd.concat(frames, ignore_index=True)
         if not prof.replay and (computed["records"] or computed["generations"]):
+            compact_store(store)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             model = live.model
             store.set_meta(f"throughput:{prof.name}:{stamp}", {
@@ -709,6 +710,29 @@ def sampled_cell_items(samples: pd.DataFrame, j: Judge) -> pd.DataFrame:
             "aligned": j.aligned, "form": j.main_form, "subset": subset, "lo": lo, "hi": hi,
             "kind": "main" if (lo, hi) == DEFAULT_RANGE else "ranges", "n_samples10": agg["n_samples"].to_numpy()}))
     return pd.concat(rows, ignore_index=True)
+
+
+#: page size of the stores: a record (~1.3 KB) must fit in a B-tree page's local payload (a quarter of a page
+#: in a WITHOUT ROWID table), or each one spills into an overflow page of its own (4 KB pages: 4 KB a record)
+STORE_PAGE_SIZE = 16384
+
+
+def compact_store(store: CallStore) -> None:
+    """Rebuild a store with :data:`STORE_PAGE_SIZE` pages, packed (VACUUM): 1.06 MB -> 0.48 MB for 250 records.
+    Skipped (the store stays as it is) where another connection holds the file."""
+    import sqlite3
+
+    conn = store.conn
+    try:
+        if conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
+            return
+        if conn.execute("PRAGMA page_size").fetchone()[0] < STORE_PAGE_SIZE:
+            conn.execute(f"PRAGMA page_size={STORE_PAGE_SIZE}")
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _all_meta(store: CallStore) -> dict[str, Any]:
