@@ -97,6 +97,22 @@ def ci_run(tmp_path_factory):
     return out, paths, time.process_time() - t0
 
 
+def test_ci_answers_summary_counts_every_status(ci_run):
+    out, paths, _ = ci_run
+    summary = pd.read_csv(paths["answers_summary.csv"])
+    prof = sjrun.SELF_JUDGE_PROFILES["ci"]
+    train = summary[summary["split"] == "train"]
+    assert train[["ok", "empty", "too long", "missing"]].to_numpy().sum() == prof.n_train * prof.train_samples
+    # a replay of a store that lacks some answers summarises them as missing, not an error
+    bigger = replace(prof, n_train=prof.n_train + 1, replay=True)
+    got = sjrun.stage_answers(bigger, out)
+    s2 = pd.read_csv(got["answers_summary.csv"])
+    # the split's first n_train + 1 rows: one instruction moves from held-out to train (its answers are the same
+    # calls: seeds depend on the instruction and sample, not the split), and a new held-out one is missing
+    assert s2["missing"].sum() == prof.best_of_n
+    assert s2.loc[s2["split"] == "train", "ok"].sum() == (prof.n_train + 1) * prof.train_samples
+
+
 def test_ci_training_labels(ci_run):
     out, paths, elapsed = ci_run
     labels = pd.read_csv(paths["train_labels.csv"])
@@ -131,6 +147,11 @@ def test_ci_evaluation_tables(ci_run):
     assert "logprob" in set(pearson["method"])  # the perplexity stage joined its column
     paper = pd.read_csv(paths["pearson_paper.csv"])
     assert paper["paper_r100"].notna().sum() == len(ev.PAPER_PEARSON)
+    selective = pd.read_csv(paths["selective_gpt4.csv"]).set_index("method")
+    assert set(sjrun.EVAL_METHODS) <= set(selective.index)
+    assert (selective["area"] <= selective["oracle_area"] + 1e-9).all()
+    curves = pd.read_csv(paths["selective_curves.csv"])
+    assert {"oracle", "random"} <= set(curves["method"])
     # a replay of the same stores gives the same scores, loading no model
     again = sjrun.evaluation_scores(replace(sjrun.SELF_JUDGE_PROFILES["ci"], replay=True), out)
     cols = [c for c in again.columns if c in scores.columns]

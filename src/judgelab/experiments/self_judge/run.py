@@ -226,7 +226,8 @@ def policy_answers(prof: SelfJudgeProfile, results_dir: Path, progress: bool = T
 
 
 def stage_answers(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
-    train, held = policy_answers(prof, results_dir)
+    """Live: generate what the store lacks. Replay: summarise what it holds (the rest counted as missing)."""
+    train, held = policy_answers(prof, results_dir, stored_only=prof.replay)
     ins_refused = instructions(prof).refused_counts()
     summary = pd.concat([pol.answers_summary(train).assign(split="train"),
                          pol.answers_summary(held).assign(split="heldout")], ignore_index=True)
@@ -367,7 +368,18 @@ def stage_evaluate(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]
     pearson, paper = pearson_tables(scores)
     return {"eval_scores.csv": write_csv(scores, out / "eval_scores.csv"),
             "pearson.csv": write_csv(pearson, out / "pearson.csv"),
-            "pearson_paper.csv": write_csv(paper, out / "pearson_paper.csv")}
+            "pearson_paper.csv": write_csv(paper, out / "pearson_paper.csv"),
+            **selective_tables(scores, [m for m in EVAL_METHODS if m in scores.columns], out, "")}
+
+
+def selective_tables(scores: pd.DataFrame, methods: Sequence[str], out: Path, suffix: str) -> dict[str, Path]:
+    """Selective following on the GPT-4-scored answers (quality = mean GPT-4 score): per-method summary with
+    intervals, and the curves (with oracle and random) to plot."""
+    prov = scores.iloc[0][["judge", "fingerprint_id", "profile", "run_date", "hardware"]].to_dict()
+    summary = sel.selective_summaries(scores, methods).assign(quality="gpt4_mean", **prov)
+    curves = ev_mod.selective_table(scores, methods)
+    return {f"selective_gpt4{suffix}.csv": write_csv(summary, out / f"selective_gpt4{suffix}.csv"),
+            f"selective_curves{suffix}.csv": write_csv(curves, out / f"selective_curves{suffix}.csv")}
 
 
 def stage_perplexity(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
@@ -487,6 +499,7 @@ def stage_evaluate_trained(prof: SelfJudgeProfile, results_dir: Path) -> dict[st
         paper = ev_mod.paper_comparison(pearson, methods).assign(**prov.to_dict())
         paths["pearson_all.csv"] = write_csv(pearson.assign(**prov.to_dict()), out / "pearson_all.csv")
         paths["pearson_paper_all.csv"] = write_csv(paper, out / "pearson_paper_all.csv")
+        paths.update(selective_tables(scores, list(methods), out, "_all"))
     return paths
 
 
