@@ -32,7 +32,7 @@ def test_verdicts_flip_with_the_interval():
     t = cl.with_verdicts(_table(0.672, 0.696))
     assert t.released_verdict.tolist() == ["holds", "holds"] and t.ours_verdict.tolist() == ["does not hold", "holds"]
     text = cl.claims_text(t)
-    assert "Of the 2 claims" in text and "ours: 1 holds, 1 does not hold" in text
+    assert "on the 2 claims" in text and "ours: *holds* 1, *does not hold* 1" in text
     assert "opposite ways on 1: S with swapped labels, GPT-4, XSUM (holds as released, does not hold in ours)" in text
     # the same table with ours below chance: no disagreement left
     t2 = cl.with_verdicts(_table(0.30, 0.33))

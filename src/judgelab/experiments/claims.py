@@ -274,9 +274,9 @@ def claims_text(table: pd.DataFrame) -> str:
     parts = []
     for col, who in (("released", "the released outputs"), ("ours", "ours")):
         v = table[f"{col}_verdict"].value_counts()
-        counts = ", ".join(f"{int(v[k])} {k}" for k in VERDICTS if k in v.index)
+        counts = ", ".join(f"*{k}* {int(v[k])}" for k in VERDICTS if k in v.index)
         parts.append(f"{who}: {counts}")
-    text = f"Of the {n} claims tested here, " + "; ".join(parts) + "."
+    text = f"Verdicts on the {n} claims of this table, " + "; ".join(parts) + "."
     flip = table[((table.released_verdict == "holds") & (table.ours_verdict == "does not hold"))
                  | ((table.released_verdict == "does not hold") & (table.ours_verdict == "holds"))]
     if len(flip):
