@@ -194,8 +194,9 @@ def _family_of_file(path: str) -> str:
     return path.split("/")[0] if not path.startswith("label_results") else f"labels: {path.split('/')[1].split('_')[0]}"
 
 
-def _score_answer_audit(paths: tuple) -> pd.DataFrame:
-    """``audit_scores.csv``: every GPT pairwise file, per task, stored score against stored answers.
+def score_answer_audit(paths=None) -> pd.DataFrame:
+    """``audit_scores.csv``: every GPT pairwise file (or those of ``paths``), per task, stored score against
+    stored answers (the release's audit is computed once per process; callers get a copy).
 
     Columns: ``file, family, task, n, n_checkable`` (records with both top-1 probabilities),
     ``formula, reversed, either, neither`` (counts from :func:`classify_scores`), ``formula_share_12`` and
@@ -203,6 +204,15 @@ def _score_answer_audit(paths: tuple) -> pd.DataFrame:
     ``n_decisive`` (:func:`sign_agreement`, for every file), and ``orientation``: ``as designed``,
     ``reversed`` (the stored score is the preference for the *other* summary) or ``unclear``.
     """
+    return (_score_answer_audit_all() if paths is None else _score_answer_audit(tuple(paths))).copy()
+
+
+@functools.cache
+def _score_answer_audit_all() -> pd.DataFrame:
+    return _score_answer_audit(tuple(gpt_pairwise_files()))
+
+
+def _score_answer_audit(paths: tuple) -> pd.DataFrame:
     rows = []
     for path in paths:
         df = _frame(path)
@@ -227,18 +237,6 @@ def _score_answer_audit(paths: tuple) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["orientation"] = orientation(out)
     return out
-
-
-def score_answer_audit(paths=None) -> pd.DataFrame:
-    return (_score_answer_audit_all() if paths is None else _score_answer_audit(tuple(paths))).copy()
-
-
-score_answer_audit.__doc__ = _score_answer_audit.__doc__
-
-
-@functools.cache
-def _score_answer_audit_all() -> pd.DataFrame:
-    return _score_answer_audit(tuple(gpt_pairwise_files()))
 
 
 def orientation(table: pd.DataFrame, threshold: float = 0.95) -> pd.Series:
