@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -161,6 +162,24 @@ def test_run_open_models_calls_write_tables(tmp_path, monkeypatch, capsys):
     assert main(["run", "open-models", "--profile", "book"]) == 0
     assert calls == [("ci", tmp_path), ("book", open_models.default_results_dir("book"))]
     assert "pairwise.csv" in capsys.readouterr().out
+
+
+def test_max_run_s_reaches_the_models_of_the_run(tmp_path, monkeypatch, capsys):
+    """``--max-run-s`` sets $JUDGELAB_MAX_RUN_S before the command runs, so every OpenAI-compatible model the
+    run creates is bounded; a non-positive value is a usage error."""
+    from judgelab.experiments import open_models
+    from judgelab.models.openai_backend import MAX_RUN_ENV, OpenAICompatibleModel
+
+    monkeypatch.delenv(MAX_RUN_ENV, raising=False)
+    seen = []
+    monkeypatch.setattr(open_models, "write_tables", lambda profile, results_dir: seen.append(
+        OpenAICompatibleModel("m", base_url="http://127.0.0.1:9/v1", provider_model="m").max_run_s) or {})
+    assert main(["--max-run-s", "90", "run", "open-models", "--profile", "api", "--results-dir", str(tmp_path)]) == 0
+    assert seen == [90.0]
+    monkeypatch.delenv(MAX_RUN_ENV)
+    assert main(["--max-run-s", "0", "run", "open-models", "--profile", "api"]) == 2
+    assert "--max-run-s must be a positive number of seconds" in capsys.readouterr().err
+    assert MAX_RUN_ENV not in os.environ
 
 
 def test_run_finetuning_is_imported_lazily(tmp_path, monkeypatch, capsys):

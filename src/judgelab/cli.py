@@ -16,6 +16,9 @@
     judgelab store info PATH                     models, calls per kind and metadata of a call store
     judgelab store migrate PATH ...              rewrite call stores of an older layout in the current one
 
+``--max-run-s SECONDS`` (before the command) bounds every OpenAI-compatible model of a run (api profiles, local
+servers): all its calls together, retries included; a call past the limit fails, and what was stored stays.
+
 Exit status: 0 on success, 1 when a check or a run failed, 2 on a usage error. Errors are printed as one
 ``judgelab: error: ...`` message that names the file, store or model involved, without a traceback
 (``--debug`` shows it); no failure is reported as success.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -408,6 +412,9 @@ def cmd_store_migrate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="judgelab", description="A reproducible replication of LLM-as-judge studies.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (anywhere on the line)")
+    parser.add_argument("--max-run-s", type=float, default=None, metavar="SECONDS",
+                        help="hard wall-clock limit for all calls of each API/server model of the run together "
+                             "(sets $JUDGELAB_MAX_RUN_S; a call past it fails and what was stored stays)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="pinned data sources").add_subparsers(dest="action", required=True)
@@ -531,6 +538,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
+    if args.max_run_s is not None:
+        if not args.max_run_s > 0:
+            print(f"judgelab: error: --max-run-s must be a positive number of seconds, got {args.max_run_s:g}",
+                  file=sys.stderr)
+            return 2
+        from judgelab.models.openai_backend import MAX_RUN_ENV
+
+        os.environ[MAX_RUN_ENV] = repr(args.max_run_s)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # pragma: no cover
