@@ -60,17 +60,22 @@ def test_kurtosis_r_sentence_direction():
     assert "undefined" in undefined
 
 
-def _mit_claims(verdicts):
-    return pd.DataFrame({"claim": "score range is the best mitigation", "scope": [f"j{i}, chat, en-de" for i in
-                                                                                 range(len(verdicts))],
-                         "verdict": verdicts, "detail": "lowest kurtosis: range 1-5 (1.2)"})
+def _mit_claims(verdicts, criterion="r"):
+    return pd.DataFrame({"claim": "score range is the best mitigation", "criterion": criterion,
+                         "scope": [f"j{i}, chat, en-de" for i in range(len(verdicts))],
+                         "verdict": verdicts, "detail": "highest r: range 1-5 (0.3)"})
 
 
 def test_mitigation_sentence_counts_the_winners():
-    assert "for all 2 judge-form cells compared, as in the paper" in F.mitigation_sentence(
-        _mit_claims(["supported", "supported"]))
+    s = F.mitigation_sentence(_mit_claims(["supported", "supported"]))
+    assert "the highest Pearson r with the human scores in all the 2 cells compared, as in the paper." in s
+    assert "in the 1 cell compared, as in the paper." in F.mitigation_sentence(_mit_claims(["supported"]))
     assert "none of the 2" in F.mitigation_sentence(_mit_claims(["contradicted", "contradicted"]))
-    assert "for 1 of the 2" in F.mitigation_sentence(_mit_claims(["supported", "contradicted"]))
+    mixed = F.mitigation_sentence(_mit_claims(["supported (point estimates; the runner-up lies inside the range's "
+                                               "interval)", "contradicted"]))
+    assert "in 1 of the 2 cells compared (1 of them by less than the winner's 95 % interval)" in mixed
+    k = F.mitigation_sentence(_mit_claims(["contradicted"], criterion="kurtosis"))
+    assert "the lowest kurtosis in none of the 1 cell compared" in k and "Pearson" not in k
     assert "not compared" in F.mitigation_sentence(pd.DataFrame({"claim": []}))
 
 

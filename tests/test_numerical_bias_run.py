@@ -433,3 +433,20 @@ def test_compacted_store_is_smaller_and_still_a_store(tmp_path):
     with CallStore(path, readonly=True, identity="fake:a") as st:
         got = st.get_many([rows[5][0]])
         assert json.dumps(got[rows[5][0]], sort_keys=True) == json.dumps(rows[5][2], sort_keys=True)
+
+
+def test_best_mitigation_claim_by_r_and_by_kurtosis():
+    def row(method, fam, k, r):
+        return {"scope": "range items", "judge": "j", "form": "chat", "subset": "en-de", "method": method,
+                "method_family": fam, "n_items": 50, "kurtosis": k, "kurtosis_low": k - 0.1, "kurtosis_high": k + 0.1,
+                "pearson_r": r, "pearson_r_low": r - 0.01, "pearson_r_high": r + 0.01}
+
+    mit = pd.DataFrame([row("baseline", "baseline", 9.0, 0.1), row("temperature T=1.3", "temperature", 1.0, 0.2),
+                        row("calibration", "calibration", 5.0, 0.15), row("range 1-5", "range", 3.0, 0.4)])
+    c = R.claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), mit, 50)
+    c = c[c["claim"] == "score range is the best mitigation"].set_index("criterion")
+    assert c.loc["r", "verdict"] == "supported" and c.loc["r", "ours"] == 0.4
+    assert c.loc["kurtosis", "verdict"] == "contradicted" and "temperature T=1.3 (1)" in c.loc["kurtosis", "detail"]
+    flipped = R.claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+                       mit.assign(pearson_r=[0.1, 0.5, 0.15, 0.4]), 50)
+    assert flipped.set_index("criterion").loc["r", "verdict"] == "contradicted"

@@ -120,21 +120,29 @@ def kurtosis_r_sentence(kr: pd.DataFrame, scope: str = "all cells") -> str:
 
 # --- mitigations -------------------------------------------------------------------------------------------
 def mitigation_sentence(claims: pd.DataFrame) -> str:
-    """Per aligned judge: which mitigation gave the lowest kurtosis on the items every method scored, and
-    whether that is a score range (the paper's finding)."""
+    """Per aligned judge, form and subset, on the items every method scored: which mitigation gave the
+    highest r with the gold, and which the lowest kurtosis, and whether each is a score range (the paper's
+    finding). Point estimates: a winner whose runner-up lies inside its interval is said to be so."""
     c = claims[claims["claim"] == "score range is the best mitigation"]
     if c.empty:
         return "No judge has been scored on the alternative ranges yet, so the mitigations are not compared."
-    wins = int((c["verdict"] == "supported").sum())
-    lines = [f"- **{r.scope}**: {r.detail}." for r in c.itertuples()]
-    if wins == len(c):
-        head = f"A score range gave the lowest kurtosis for all {len(c)} judge-form cells compared, as in the paper."
-    elif wins == 0:
-        head = (f"A score range gave the lowest kurtosis for none of the {len(c)} judge-form cells compared: unlike the "
-                "paper, another mitigation did better every time.")
-    else:
-        head = f"A score range gave the lowest kurtosis for {wins} of the {len(c)} judge-form cells compared."
-    return head + "\n\n" + "\n".join(lines)
+    out = []
+    for criterion, what in (("r", "the highest Pearson r with the human scores"), ("kurtosis", "the lowest kurtosis")):
+        cc = c[c["criterion"] == criterion] if "criterion" in c else c
+        if cc.empty:
+            continue
+        wins = int(cc["verdict"].str.startswith("supported").sum())
+        close = int(cc["verdict"].str.contains("inside", regex=False).sum())
+        cells = f"{len(cc)} cell{'s' if len(cc) != 1 else ''} compared"
+        if wins == len(cc):
+            head = f"A score range gave {what} in {'all ' if len(cc) > 1 else ''}the {cells}, as in the paper"
+        elif wins == 0:
+            head = f"A score range gave {what} in none of the {cells}, unlike the paper"
+        else:
+            head = f"A score range gave {what} in {wins} of the {cells}"
+        head += (f" ({close} of them by less than the winner's 95 % interval)." if close else ".")
+        out.append(head + "\n\n" + "\n".join(f"- **{r.scope}**: {r.detail}." for r in cc.itertuples()))
+    return "\n\n".join(out)
 
 
 def mitigation_r_sentence(mit: pd.DataFrame, judge: str, form: str, subset: str, scope: str = "range items") -> str:
