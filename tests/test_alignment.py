@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,8 +49,8 @@ def test_dpo_loss_matches_trls_formula_and_gradient():
 
 
 # --- a tiny random Gemma 3 for the loop --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny():
+def tiny_gemma():
+    """A tiny random Gemma 3, the same weights in every process (seeded)."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
@@ -57,6 +59,11 @@ def tiny():
                               max_position_embeddings=128, final_logit_softcapping=30.0,
                               layer_types=["sliding_attention", "full_attention"])
     return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_gemma()
 
 
 def test_answer_logprobs_equal_the_full_forward_pass(tiny):
@@ -133,6 +140,52 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny, tmp_path):
     resumed, log = _train(tiny, tmp_path / "cut", cfg, examples, calls=calls)
     assert len(calls) == 6  # steps 4-6 only: nothing before the checkpoint ran again
     assert list(log["step"]) == list(range(1, 7))
+    np.testing.assert_allclose(log["loss"], whole_log["loss"], rtol=1e-5)
+    for k in whole:
+        torch.testing.assert_close(resumed[k], whole[k], atol=1e-6, rtol=1e-5)
+
+
+KILL_CONFIG = dict(lr=1e-2, batch_size=2, epochs=2.0, target_modules=("q_proj", "v_proj"), trainable_token_ids=(7,))
+
+
+def slow_training(ckpt: str) -> None:
+    """Run in a child process (killed with SIGKILL part way): the run of the resume test, a little slowed."""
+    cfg = A.StageTrain(**KILL_CONFIG)
+    model = A.lora_model(tiny_gemma(), cfg)
+    step = A.sft_step_fn(model, _sft_examples())
+    A.train_loop(model, lambda b, n: (time.sleep(0.4), step(b, n))[1], 6, cfg, Path(ckpt), "digest",
+                 checkpoint_seconds=0.0, progress=False)
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cfg = A.StageTrain(**KILL_CONFIG)
+    whole, whole_log = _train(tiny, tmp_path / "whole", cfg, _sft_examples())
+    ckpt = tmp_path / "killed"
+    code = f"import sys; sys.path[:0] = {[str(Path(__file__).parent)]!r}; import test_alignment as T; " \
+           f"T.slow_training({str(ckpt)!r})"
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    step = 0
+    while time.time() < deadline and child.poll() is None and step < 2:
+        time.sleep(0.2)
+        if (ckpt / "state.pt").is_file():
+            try:
+                step = torch.load(ckpt / "state.pt", weights_only=False)["step"]
+            except Exception:  # noqa: BLE001 - never a partial file (atomic), but be patient anyway
+                pass
+    assert child.poll() is None, "the child finished (or died) before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    saved = torch.load(ckpt / "state.pt", weights_only=False)["step"]
+    assert 2 <= saved < 6
+    calls: list[list[int]] = []
+    resumed, log = _train(tiny, ckpt, cfg, _sft_examples(), calls=calls)
+    assert len(calls) == 6 - saved
     np.testing.assert_allclose(log["loss"], whole_log["loss"], rtol=1e-5)
     for k in whole:
         torch.testing.assert_close(resumed[k], whole[k], atol=1e-6, rtol=1e-5)
@@ -235,6 +288,7 @@ def ci_run(gemma, tmp_path_factory):
 
 def test_base_tokenizer_has_no_chat_template_and_the_stages_use_gemma3s(gemma):
     assert gemma.tokenizer.chat_template is None  # the zoo model is the base model
+    assert gemma.tokenizer.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>"]) == list(A.GEMMA3_TURN_TOKENS)
     tok = A.chat_tokenizer(gemma.tokenizer)
     assert gemma.tokenizer.chat_template is None  # a copy: the base model is left as it was
     text = tok.apply_chat_template([{"role": "user", "content": " Hi there "}], tokenize=False,
@@ -307,14 +361,16 @@ def test_stage_fingerprints_from_the_meta_alone(ci_run, tmp_path):
         A.stage_model("sft", elsewhere, profile="ci")
 
 
-def test_stage_model_renders_chat_and_judges(ci_run, gemma, monkeypatch):
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_stage_model_renders_chat_and_judges(ci_run, gemma, monkeypatch, stage):
     import judgelab.models as models
 
     out, _ = ci_run
     monkeypatch.setattr(models, "get_model", lambda name, **kw: gemma)  # the loaded base: no second load
-    judge = A.stage_model("dpo", out, profile="ci")
-    assert judge.name == "gemma-3-270m-dpo" and judge.is_chat
-    assert judge.fingerprint == A.stage_fingerprint("dpo", out)
+    judge = A.stage_model(stage, out, profile="ci")
+    assert judge.name == f"gemma-3-270m-{stage}" and judge.is_chat
+    assert judge.fingerprint == A.stage_fingerprint(stage, out)
+    assert judge.model.generation_config.eos_token_id == A.stop_ids(gemma.tokenizer)
     prompt = [{"role": "user", "content": "Rate this translation from 0 to 10."}]
     assert judge.render(prompt).startswith("<bos><start_of_turn>user\nRate this")
     assert judge.render(prompt).endswith("<start_of_turn>model\n")

@@ -73,7 +73,14 @@ import pandas as pd
 
 from judgelab import stats
 from judgelab.data.alignment import dpo_pairs, load_alpaca_eval_pairs, sft_examples
-from judgelab.experiments.finetuning import ADAPTER_FILE, META_FILE, _merged_model, adapter_done, save_adapter
+from judgelab.experiments.finetuning import (
+    ADAPTER_FILE,
+    META_FILE,
+    _left_pad,
+    _merged_model,
+    adapter_done,
+    save_adapter,
+)
 from judgelab.models.base import Model, messages_to_text
 from judgelab.paths import atomic_write, file_sha256, results_path, write_csv
 from judgelab.profiles import hardware
@@ -132,6 +139,10 @@ CHAT_TEMPLATE_SOURCE = "Gemma 3 instruction-tuned chat template (google/gemma-3-
 
 
 # --- profiles ----------------------------------------------------------------------------------------------
+#: ``<start_of_turn>`` and ``<end_of_turn>`` in Gemma 3's tokenizer (checked against it in the tests)
+GEMMA3_TURN_TOKENS: tuple[int, ...] = (105, 106)
+
+
 @dataclass(frozen=True)
 class StageTrain:
     """LoRA and optimiser settings of one stage (recorded in the stage's fingerprint)."""
@@ -149,6 +160,10 @@ class StageTrain:
     max_grad_norm: float = 1.0
     #: DPO only: the strength of the reference (TRL's default 0.1)
     beta: float | None = None
+    #: token ids whose (tied input/output) embedding rows are trained too (peft ``trainable_token_indices``):
+    #: the base model has never produced ``<end_of_turn>`` (106; P ~ 1e-15 where the SFT answers end), and
+    #: LoRA alone raised it only to ~5e-4 in one epoch, so SFT trains the rows of 105 and 106
+    trainable_token_ids: tuple[int, ...] = ()
     seed: int = 0
 
     def steps(self, n_examples: int) -> int:
@@ -156,7 +171,8 @@ class StageTrain:
         return min(steps, self.max_steps) if self.max_steps else steps
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "target_modules": list(self.target_modules)}
+        return {**asdict(self), "target_modules": list(self.target_modules),
+                "trainable_token_ids": list(self.trainable_token_ids)}
 
 
 @dataclass(frozen=True)
@@ -170,7 +186,7 @@ class AlignProfile:
     n_sft_eval: int = 40
     #: SFT training examples (``None``: every one that fits ``max_length``)
     n_sft_train: int | None = None
-    n_dpo_train: int = 160
+    n_dpo_train: int = 96
     n_dpo_eval: int = 60
     #: prompt + answer + end of turn, in tokens (chat format); longer examples are not used
     max_length: int = 256
@@ -186,16 +202,19 @@ class AlignProfile:
 
 ALIGN: dict[str, AlignProfile] = {
     # live in the tests: a few short examples, two steps per stage, seconds of training
-    "ci": AlignProfile("ci", sft=StageTrain(lr=2e-4, batch_size=2, max_steps=2),
+    "ci": AlignProfile("ci", sft=StageTrain(lr=5e-4, batch_size=2, max_steps=2, trainable_token_ids=GEMMA3_TURN_TOKENS),
                        dpo=StageTrain(lr=1e-4, batch_size=2, max_steps=2, beta=0.1),
                        n_sft_eval=2, n_sft_train=4, n_dpo_train=4, n_dpo_eval=2, max_length=48,
                        max_new_tokens=6, checkpoint_seconds=0.0),
     # the committed run, sized to about an hour on one thread of this project's CPU (measured: a 256-token
-    # example takes about 4 s forward + backward): every SFT example that fits 256 tokens once, 160 DPO
-    # pairs once, 40 held-out instructions and 60 held-out pairs
-    "book": AlignProfile("book", sft=StageTrain(lr=2e-4, batch_size=8),
-                         dpo=StageTrain(lr=1e-4, batch_size=8, beta=0.1),
-                         n_sft_eval=40, n_sft_train=None, n_dpo_train=160, n_dpo_eval=60, max_length=256,
+    # example takes about 4 s forward + backward): every SFT example that fits 256 tokens once, 96 DPO
+    # pairs once (12 steps: what fitted the session after the SFT rerun, at load 5-6 on the 2 shared cores),
+    # 40 held-out instructions and 60 held-out pairs. A first SFT at lr 2e-4 with LoRA only
+    # left P(<end_of_turn>) at ~5e-4 where answers end, and 0 of 40 held-out answers ended: hence lr 5e-4
+    # and the turn tokens' embedding rows trained
+    "book": AlignProfile("book", sft=StageTrain(lr=5e-4, batch_size=8, trainable_token_ids=GEMMA3_TURN_TOKENS),
+                         dpo=StageTrain(lr=2e-4, batch_size=8, beta=0.1),
+                         n_sft_eval=40, n_sft_train=None, n_dpo_train=96, n_dpo_eval=60, max_length=256,
                          max_new_tokens=128),
 }
 
@@ -345,7 +364,8 @@ def lora_model(hf_model: Any, config: StageTrain) -> Any:
 
     torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(config.target_modules), task_type="CAUSAL_LM",
+                      trainable_token_indices=list(config.trainable_token_ids) or None)
     return get_peft_model(copy.deepcopy(hf_model), lora)
 
 
@@ -440,13 +460,16 @@ def sft_step_fn(model: Any, examples: Sequence[tuple[list[int], int]]):
 
     def step(batch: list[int], _size: int) -> dict[str, float]:
         n_tokens = sum(len(examples[i][0]) - examples[i][1] for i in batch)
-        total = 0.0
+        total, p_end = 0.0, 0.0
         for i in batch:
             ids, start = examples[i]
-            loss = -answer_logprobs(model, ids, start).sum() / n_tokens
+            lp = answer_logprobs(model, ids, start)
+            loss = -lp.sum() / n_tokens
             loss.backward()
             total += float(loss.detach())
-        return {"loss": total, "tokens": n_tokens}
+            p_end += float(lp[-1].detach().exp()) / len(batch)
+        # p_end: mean probability of each example's last token (the closing <end_of_turn> in chat format)
+        return {"loss": total, "tokens": n_tokens, "p_end": p_end}
 
     return step
 
@@ -515,28 +538,38 @@ class AlignData:
     pairs_eval: pd.DataFrame
     record: dict[str, Any]
 
-    def digest(self, what: str) -> str:
+    def digest(self, what: str, reference: str = "") -> str:
+        """Of the training examples' ids (and, for DPO, of the reference: the SFT adapter's sha256)."""
         df = {"sft": self.sft[self.sft["split"] == "train"], "dpo": self.pairs_train}[what]
-        return hashlib.sha256(json.dumps(df["id"].tolist()).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps([df["id"].tolist(), reference]).encode()).hexdigest()[:16]
 
 
 def prepare_data(prof: AlignProfile, tokenizer: Any) -> AlignData:
     """The SFT examples and DPO pairs of ``prof``, length-checked in the chat format of ``tokenizer``."""
     overhead = len(prompt_ids(tokenizer, "", "chat")) + 1  # template tokens and the closing end of turn
+    loaded = load_alpaca_eval_pairs()
+    all_pairs = loaded.rows
+    lengths: dict[str, int] = {}
+
+    def count(texts) -> None:  # one batched call for the distinct texts (instructions and baselines repeat)
+        todo = sorted({t.strip() for t in texts if t.strip() not in lengths})
+        if todo:
+            ids = tokenizer(todo, add_special_tokens=False)["input_ids"]
+            lengths.update({t: len(i) for t, i in zip(todo, ids)})
 
     def n_tokens(text: str) -> int:
-        return len(tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
+        count([text])
+        return lengths[text.strip()]
 
     def fits(instruction: str, answer: str) -> bool:
         return overhead + n_tokens(instruction) + n_tokens(answer) <= prof.max_length
 
+    count([*all_pairs["instruction"], *all_pairs["chosen"], *all_pairs["rejected"]])
     sft = sft_examples(prof.n_sft_eval, prof.seed, fits=fits)
     train_idx = sft.index[sft["split"] == "train"]
     if prof.n_sft_train is not None:
         keep = np.random.default_rng(prof.seed).permutation(train_idx)[: prof.n_sft_train]
         sft.loc[[i for i in train_idx if i not in set(keep)], "split"] = "unused"
-    loaded = load_alpaca_eval_pairs()
-    all_pairs = loaded.rows
     ok = [fits(q, c) and fits(q, r) for q, c, r in zip(all_pairs["instruction"], all_pairs["chosen"],
                                                        all_pairs["rejected"])]
     order = dpo_pairs(sft["instruction"], seed=prof.seed, pairs=all_pairs[ok])
@@ -682,18 +715,11 @@ def greedy_answers(hf_model: Any, tokenizer: Any, prompts: Sequence[Sequence[int
     pad = tokenizer.pad_token_id
     out: list[tuple[str, int, bool]] = []
     for b in range(0, len(prompts), batch_size):
-        chunk = [list(p) for p in prompts[b : b + batch_size]]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, p in enumerate(chunk):
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
+        ids, mask, _ = _left_pad(prompts[b : b + batch_size], pad, hf_model.device)
         with torch.inference_mode():
-            gen = hf_model.generate(input_ids=ids.to(hf_model.device), attention_mask=mask.to(hf_model.device),
-                                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                    pad_token_id=pad, top_p=None, top_k=None)
-        for row in gen[:, width:].tolist():
+            gen = hf_model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, eos_token_id=stops, pad_token_id=pad, top_p=None, top_k=None)
+        for row in gen[:, ids.shape[1]:].tolist():
             end = next((k for k, t in enumerate(row) if t in stops), None)
             kept = row if end is None else row[:end]
             out.append((tokenizer.decode(kept, skip_special_tokens=True).strip(),
@@ -720,7 +746,7 @@ def evaluate_stage(hf_model: Any, tokenizer: Any, stage: str, fmt: str, fingerpr
         if progress:
             print(f"{name}: greedy answers to {len(prompts)} held-out instructions (at most {max_new_tokens} "
                   "tokens)", flush=True)
-        answers = greedy_answers(hf_model, tokenizer, prompts, max_new_tokens, batch_size=10)
+        answers = greedy_answers(hf_model, tokenizer, prompts, max_new_tokens, batch_size=20)
         for row, (text, n_new, ended) in zip(rows, answers):
             row.update({"generation": text, "n_new_tokens": n_new, "ended": ended, "answered": bool(ended and text)})
         prow = []
@@ -861,11 +887,11 @@ def _loadavg() -> list[float]:
 
 def _train_stage(stage: str, init_hf: Any, tokenizer: Any, data: AlignData, prof: AlignProfile,
                  results_dir: Path, base_fp: dict[str, Any], progress: bool,
-                 on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 on_step: Callable[[int], None] | None = None, reference: str = "") -> dict[str, Any]:
     """Train ``stage``'s adapter on top of ``init_hf`` (resuming a checkpoint) and save it; its record."""
     cfg = prof.sft if stage == "sft" else prof.dpo
     ckpt = checkpoint_path(stage, results_dir)
-    digest = data.digest(stage)
+    digest = data.digest(stage, reference)
     t0 = time.time()
     if stage == "sft":
         train = data.sft[data.sft["split"] == "train"].reset_index(drop=True)
@@ -928,8 +954,11 @@ def run(profile: str | AlignProfile = "book", results_dir: Path | str | None = N
     data = prepare_data(prof, chat_tok)
     meta_path = results_dir / META_JSON
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get("profile") not in (None, prof.name) or meta.get("data_settings", prof.data_settings()) != \
-            prof.data_settings():
+    # the held-out sets must be the ones already evaluated; training sizes may change for a stage not yet
+    # trained (a trained stage is checked against its own data below)
+    held = ("n_sft_eval", "n_dpo_eval", "max_length", "seed")
+    was = meta.get("data_settings", prof.data_settings())
+    if meta.get("profile") not in (None, prof.name) or any(was.get(k) != prof.data_settings()[k] for k in held):
         raise ValueError(f"{meta_path} records another run (profile {meta.get('profile')}, data "
                          f"{meta.get('data_settings')}); write this one elsewhere (results_dir)")
     meta.update({"base_model": BASE_MODEL, "base_fingerprint": base.fingerprint, "profile": prof.name,
@@ -961,10 +990,16 @@ def run(profile: str | AlignProfile = "book", results_dir: Path | str | None = N
     current = _chat_base(base)
     for st in TRAINED_STAGES[: TRAINED_STAGES.index(stage) + 1]:
         path = adapter_path(st, results_dir)
+        reference = meta["stages"]["sft"]["adapter_sha256"] if st == "dpo" else ""
         if not adapter_done(path):
             hook = (lambda step, st=st: on_step(st, step)) if on_step else None
-            _train_stage(st, current.model, chat_tok, data, prof, results_dir, base.fingerprint, progress, hook)
+            _train_stage(st, current.model, chat_tok, data, prof, results_dir, base.fingerprint, progress, hook,
+                         reference)
         rec = json.loads((path / META_FILE).read_text())
+        cfg = prof.sft if st == "sft" else prof.dpo
+        if rec.get("data_digest") != data.digest(st, reference) or rec.get("train") != cfg.as_dict():
+            raise ValueError(f"the {st} adapter at {path} was trained on other data or settings than profile "
+                             f"{prof.name} asks for; move it away to train this stage again")
         meta["stages"][st] = {k: v for k, v in rec.items() if k != "base_fingerprint"}
         _write_meta(results_dir, meta)
         fp = stage_fingerprint(st, results_dir, profile=prof.name)
