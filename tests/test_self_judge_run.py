@@ -175,10 +175,10 @@ def test_ci_train_evaluate_trained_and_best_of_n(ci_run):
     paper = pd.read_csv(paths["pearson_paper_all.csv"])
     assert "Self-J" in set(paper.loc[paper["ours_column"] == "selfj_self_j_ref", "method"])
     rates = pd.read_csv(paths["best_of_n.csv"])
-    assert set(rates["baseline"]) == {"first sample", "reference"} and set(rates["n"]) == {1, 2}
+    assert set(rates["baseline"]) == {"first sample", "reference"} and set(rates["best_of"]) == {1, 2}
     # best of 1 is the first sample itself: a tie by definition, never rated
-    one = rates[(rates["n"] == 1) & (rates["baseline"] == "first sample")].iloc[0]
-    assert one["win"] == 0.5 and one["n_identical"] == one["n"]
+    one = rates[(rates["best_of"] == 1) & (rates["baseline"] == "first sample")].iloc[0]
+    assert one["win"] == 0.5 and one["n_identical"] == one["n"] == 2
     assert (rates["picker"] != rates["rater"]).all()
     # a second run trains nothing and replays every call
     again = sjrun.run_self_judge(replace(sjrun.SELF_JUDGE_PROFILES["ci"], replay=True),

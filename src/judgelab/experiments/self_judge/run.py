@@ -11,9 +11,28 @@ Profiles (:data:`SELF_JUDGE_PROFILES`, this chapter's own table; the other chapt
 ``api``   as ``book`` with an OpenAI model as the rater of best-of-N (``OPENAI_API_KEY``)
 ========  ================================================================================================
 
-Stages (:data:`STAGES`), each resumable through the stores: ``speed`` (tokens/s of the candidate policies,
-a table), ``answers`` (the policy's samples of the training and held-out instructions). Later stages read
-what earlier ones stored.
+Stages (:data:`STAGES`), each resumable through the stores; later stages read what earlier ones stored:
+
+* ``speed`` -- tokens/s of the candidate policies (``policy_speed.csv``; live only);
+* ``answers`` -- the policy's seeded samples: training instructions x ``train_samples``, then held-out x
+  ``best_of_n`` (store ``stores/<policy>-<hash>.sqlite``; ``answers_summary.csv``, ``refused_instructions.csv``);
+* ``labels`` -- the judge model (the policy's weights in transformers) rates each stored training answer with
+  the reference; cosine; combined scores; the label (``train_labels.csv``). Uses whatever answers are stored,
+  so it can run while ``answers`` still runs;
+* ``evaluate`` -- the untrained methods on the 640 GPT-4-scored answers (``eval_scores.csv``,
+  ``pearson.csv``, ``pearson_paper.csv``, ``selective_gpt4.csv``, ``selective_curves.csv``);
+* ``perplexity`` -- the perplexity baseline under the policy (llama.cpp), joined into the tables above;
+* ``train`` -- the judge variants (adapters git-ignored; records in the judge store, ``training_runs.csv``,
+  ``training_log.csv``);
+* ``evaluate_trained`` -- the trained judges on the 640, with and without reference (``*_all.csv``);
+* ``best_of_n`` -- picks among the held-out samples, rated by another judge; selective following on the
+  policy's own held-out answers with a proxy quality.
+
+Making the book stores (CPU, 1 thread per process; every command resumes where the last one stopped)::
+
+    judgelab run self-judge --profile book --stage answers --live      # hours on 2 shared cores
+    judgelab run self-judge --profile book --stage evaluate --live     # 640 x 2 judge prompts
+    judgelab run self-judge --profile book --stage perplexity labels train evaluate_trained best_of_n --live
 """
 
 from __future__ import annotations
@@ -535,8 +554,8 @@ def heldout_scores(prof: SelfJudgeProfile, results_dir: Path) -> pd.DataFrame:
 
 
 def best_of_n_wins(prof: SelfJudgeProfile, results_dir: Path, scored: pd.DataFrame) -> pd.DataFrame:
-    """For N = 1, 2, 4, ... up to ``best_of_n``: the pick's win probability against sample 0 and against the
-    reference, by the rater, both orders (one row per instruction, N and baseline)."""
+    """For N = 1, 2, 4, ... up to ``best_of_n`` (column ``best_of``): the pick's win probability against
+    sample 0 and against the reference, by the rater, both orders (one row per instruction, N and baseline)."""
     out = Path(results_dir)
     ns = sorted({n for n in (1, 2, 4, 8, 16, 32) if n <= prof.best_of_n} | {prof.best_of_n})
     text = scored.set_index(["source", "id", "sample"])["answer"]
@@ -555,7 +574,8 @@ def best_of_n_wins(prof: SelfJudgeProfile, results_dir: Path, scored: pd.DataFra
                 w = bon.pairwise_wins(rater, q, cand, base, labels=[
                     f"bon/{s}/{i}/{k}/vs-{baseline.split()[0]}" for s, i, k in
                     zip(picks["source"], picks["id"], picks["picked"])])
-                parts.append(pd.concat([picks.reset_index(drop=True), w], axis=1).assign(n=n, baseline=baseline))
+                parts.append(pd.concat([picks.reset_index(drop=True), w], axis=1).assign(best_of=n,
+                                                                                         baseline=baseline))
         rater_name = rater.name
     finally:
         rater.store.close()
@@ -566,7 +586,7 @@ def stage_best_of_n(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path
     out = Path(results_dir)
     scored = heldout_scores(prof, out)
     wins = best_of_n_wins(prof, out, scored)
-    rates = bon.win_rate_table(wins, by=["n", "baseline"]).assign(picker=scored["picker"].iloc[0],
+    rates = bon.win_rate_table(wins, by=["best_of", "baseline"]).assign(picker=scored["picker"].iloc[0],
                                                                   rater=wins["rater"].iloc[0], profile=prof.name)
     own = scored[scored["sample"] == 0].dropna(subset=["proxy_quality"])
     own = own.assign(length_words=own["n_words"].astype(float))
