@@ -163,3 +163,11 @@ def test_ci_answers_live_in_llama_cpp_and_replay(tmp_path, loaded):
     again = sjrun.policy_answers(prof, tmp_path / "again", progress=False)[0]
     assert again["answer"].tolist() == train["answer"].tolist()
     assert elapsed < 60, f"ci answers took {elapsed:.0f} s of CPU"
+
+
+def test_cli_refuses_an_unknown_stage_as_a_usage_error(capsys, tmp_path):
+    from judgelab.cli import main
+
+    assert main(["run", "self-judge", "--profile", "ci", "--stage", "nope", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown self-judge stages ['nope']" in capsys.readouterr().err
+    assert main(["run", "self-judge", "--profile", "book", "--stage", "speed"]) == 0  # replay: the committed table

@@ -135,7 +135,7 @@ SELF_JUDGE_PROFILES: dict[str, SelfJudgeProfile] = {
     "book": SelfJudgeProfile("book", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8,
                              replay=True, speed_candidates=(SMOLLM2, QWEN05), judge="smollm2-135m-instruct"),
     "gpu": SelfJudgeProfile("gpu", "hf:Qwen/Qwen2.5-7B-Instruct", n_train=1000, train_samples=4, n_heldout=100,
-                            best_of_n=32, max_new_tokens=512),
+                            best_of_n=32, max_new_tokens=512, bon_rater="hf:meta-llama/Llama-3.1-8B-Instruct"),
     "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8, replay=True,
                             judge="smollm2-135m-instruct", bon_rater="openai:gpt-4o-mini"),
 }
