@@ -126,7 +126,8 @@ def fake(monkeypatch):
 
 
 # --- profiles -----------------------------------------------------------------------------------------------
-def test_profile_caps_and_shortfall():
+def test_profile_caps_and_shortfall(monkeypatch):
+    monkeypatch.setattr(R, "book_caps", lambda results_dir=None: {})  # as before any book run
     prof = R.numerical_bias_profile("book", judges=["smollm2-135m-instruct=main:50,sampled:20"])
     assert prof.judges == ("smollm2-135m-instruct",)  # the book has no caps yet: only the judge named
     assert prof.size("smollm2-135m-instruct", "main") == 50 and prof.size("smollm2-135m-instruct", "ranges") == 0
@@ -299,13 +300,13 @@ def test_tables_from_a_fake_run(fake, tmp_path):
     assert short.values.tolist() == [["fake-base", "sampled", 1, 2]]  # below the design: named
 
 
-def _items(stage_kurt: dict[str, float], n=200, seed=0) -> pd.DataFrame:
+def _items(stage_kurt: dict[str, float], n=200, seed=0, subsets=("en-de", "si-en")) -> pd.DataFrame:
     """Synthetic item scores: per stage a score column whose spread of tails follows ``stage_kurt``."""
     rng = np.random.default_rng(seed)
     rows = []
     gold = rng.normal(size=n)
     for stage, heavy in stage_kurt.items():
-        for subset in R.SUBSETS:
+        for subset in subsets:
             base = gold + rng.normal(scale=0.5, size=n)
             score = base if heavy == 0 else np.where(rng.random(n) < 0.85, 8.0, base * heavy)
             for t in R.TEMPERATURES:
@@ -320,15 +321,15 @@ def _items(stage_kurt: dict[str, float], n=200, seed=0) -> pd.DataFrame:
 
 def test_alignment_claim_reads_the_direction_of_the_difference():
     up = _items({"base": 0, "sft": 5, "dpo": 5})
-    c = R.claims(up, R.bias_per_cell(up, 100), pd.DataFrame(), pd.DataFrame(), 200)
+    c = R.claims(up, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 200)
     rows = c[c["claim"] == "alignment raises kurtosis"]
-    assert (rows["verdict"] == "supported").all() and (rows["ours"] > 0).all()
+    assert len(rows) == 4 and (rows["verdict"] == "supported").all() and (rows["ours"] > 0).all()
     down = _items({"base": 5, "sft": 0, "dpo": 0})
-    c = R.claims(down, R.bias_per_cell(down, 100), pd.DataFrame(), pd.DataFrame(), 200)
+    c = R.claims(down, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 200)
     rows = c[c["claim"] == "alignment raises kurtosis"]
     assert (rows["verdict"] == "contradicted").all() and (rows["ours"] < 0).all()
     missing = _items({"base": 0})
-    c = R.claims(missing, R.bias_per_cell(missing, 100), pd.DataFrame(), pd.DataFrame(), 200)
+    c = R.claims(missing, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), 200)
     assert (c[c["claim"] == "alignment raises kurtosis"]["verdict"] == "not run").all()
 
 
