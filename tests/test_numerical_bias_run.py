@@ -451,3 +451,14 @@ def test_best_mitigation_claim_by_r_and_by_kurtosis():
     flipped = R.claims(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
                        mit.assign(pearson_r=[0.1, 0.5, 0.15, 0.4]), 50)
     assert flipped.set_index("criterion").loc["r", "verdict"] == "contradicted"
+
+
+@needs_data
+def test_a_live_run_of_a_complete_store_writes_nothing(fake, tmp_path):
+    prof = _profile(caps={"fake-aligned": {"main": 2}})
+    R.run_numerical_bias(prof, tmp_path, progress=False, n_resamples=20)
+    path = R.store_file("fake-aligned", tmp_path)
+    before = path.read_bytes()
+    _, loads = fake
+    R.run_numerical_bias(prof, tmp_path, progress=False, n_resamples=20)  # live profile, nothing missing
+    assert path.read_bytes() == before and loads == ["fake-aligned"]

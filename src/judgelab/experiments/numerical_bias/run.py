@@ -564,6 +564,10 @@ class _Live:
             self.stored = StoredModel(self.model, self.store, progress=False)
             self.store.set_meta("judge", {"name": self.j.name, "spec": self.j.spec, "stage": self.j.stage,
                                           "family": self.j.family, "model_name": self.model.name})
+            # a live run is recorded when it computes something (replaying a complete store writes nothing)
+            self.store.set_meta(f"run:{self.prof.name}:{time.strftime('%Y-%m-%d')}", {
+                "profile": self.prof.name, "hardware": hardware(), "date": time.strftime("%Y-%m-%d"),
+                "n_threads": _threads(self.prof), "load_1min": os.getloadavg()[0]})
         return self.model
 
 
@@ -575,7 +579,19 @@ def _miss_message(j: Judge, what: str, n: int, total: int, prof: NumericalBiasPr
 
 def judge_records(j: Judge, prof: NumericalBiasProfile, results_dir: Path, progress: bool = True) -> JudgeRecords:
     """Every record a judge's cells need, from its store; what is missing is computed live (or, in replay,
-    refused with :class:`~judgelab.store.ReplayMiss` naming the judge, the count and the command)."""
+    refused with :class:`~judgelab.store.ReplayMiss` naming the judge, the count and the command).
+
+    A live run first reads the store read-only: a store that has everything is not even opened for writing,
+    so replaying it leaves the file byte for byte as it was."""
+    if not prof.replay and store_file(j.name, results_dir).is_file():
+        try:
+            return _judge_records(j, replace(prof, replay=True), results_dir, progress)
+        except ReplayMiss:
+            pass
+    return _judge_records(j, prof, results_dir, progress)
+
+
+def _judge_records(j: Judge, prof: NumericalBiasProfile, results_dir: Path, progress: bool = True) -> JudgeRecords:
     from tqdm.auto import tqdm
 
     path = store_file(j.name, results_dir)
@@ -594,10 +610,6 @@ def judge_records(j: Judge, prof: NumericalBiasProfile, results_dir: Path, progr
         else:
             model = live.get()
             name, fid, fp = model.name, live.stored.fingerprint_id, model.fingerprint
-        if not prof.replay:
-            store.set_meta(f"run:{prof.name}:{time.strftime('%Y-%m-%d')}", {
-                "profile": prof.name, "hardware": hardware(), "date": time.strftime("%Y-%m-%d"),
-                "n_threads": _threads(prof), "load_1min": os.getloadavg()[0]})
         # --- exact distributions ---
         dists: dict[Cell, list] = {}
         todo: list[tuple[Cell, int, str, Prompt]] = []
