@@ -51,8 +51,8 @@ for N in 50 100 200; do
   step $S main:$N,sampled:$R,ranges:$R
   step $G main:$N
   step $Q main:$N
-  step $G main:$N,sampled:$R
   step $Q main:$N,sampled:$R,ranges:$R
+  step $G main:$N,sampled:$R
   step $F main:$N,sampled:$R,ranges:$R
   step $D main:$N,sampled:$R,ranges:$R
   step $S main:$N,sampled:$R,ranges:$R,other_form:$R
