@@ -294,13 +294,15 @@ def test_base_tokenizer_has_no_chat_template_and_the_stages_use_gemma3s(gemma):
     text = tok.apply_chat_template([{"role": "user", "content": " Hi there "}], tokenize=False,
                                    add_generation_prompt=True)
     assert text == "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
-    # prompt + answer tokens are the tokens of the whole templated conversation (minus its final newline)
+    # prompt + answer tokens are the tokens of the whole templated conversation, closed by ANSWER_END
+    # (<eos>) where the template writes <end_of_turn> and a newline
     ids, start = A._example(tok, "Name a colour.", "Blue.", "chat")
     conv = tok.apply_chat_template([{"role": "user", "content": "Name a colour."},
                                     {"role": "assistant", "content": "Blue."}], tokenize=False)
-    assert conv.endswith("<end_of_turn>\n")
-    assert ids == tok(conv[:-1], add_special_tokens=False)["input_ids"]
-    assert ids[-1] == tok.convert_tokens_to_ids("<end_of_turn>") and start < len(ids) - 1
+    assert conv.endswith("Blue.<end_of_turn>\n")
+    closing = len("<end_of_turn>\n")
+    assert ids[:-1] == tok(conv[:-closing], add_special_tokens=False)["input_ids"]
+    assert ids[-1] == tok.eos_token_id == tok.convert_tokens_to_ids(A.ANSWER_END) and start < len(ids) - 1
 
 
 def test_ci_run_saves_stages_with_their_sha256(ci_run):
@@ -391,3 +393,17 @@ def test_batched_greedy_answers_equal_one_at_a_time(gemma):
     alone = [A.greedy_answers(gemma.model, tok, [p], 6)[0] for p in prompts]
     assert A.greedy_answers(gemma.model, tok, prompts, 6, batch_size=3) == alone
     assert all(n == 6 and not ended for _, n, ended in alone)  # the base model does not stop this soon
+
+
+def test_sft_loss_weights_the_closing_token(tiny):
+    model = A.lora_model(tiny, A.StageTrain(lr=1e-2, target_modules=("q_proj",)))
+    examples = _sft_examples()
+    lps = [A.answer_logprobs(model, ids, start).detach() for ids, start in examples[:2]]
+    n = sum(len(lp) for lp in lps)
+    plain = A.sft_step_fn(model, examples)([0, 1], 2)
+    assert plain["loss"] == pytest.approx(float(-sum(lp.sum() for lp in lps) / n), rel=1e-5)
+    assert plain["p_end"] == pytest.approx(float(sum(lp[-1].exp() for lp in lps) / 2), rel=1e-5)
+    heavy = A.sft_step_fn(model, examples, end_weight=20.0)([0, 1], 2)
+    want = -(sum(lp.sum() for lp in lps) + 19 * sum(lp[-1] for lp in lps)) / (n + 19 * 2)
+    assert heavy["loss"] == pytest.approx(float(want), rel=1e-5)
+    assert heavy["token_loss"] == pytest.approx(plain["loss"], rel=1e-5)

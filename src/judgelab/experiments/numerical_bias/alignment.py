@@ -8,9 +8,12 @@ the same prompts: same base weights, same data, only the alignment stage changes
 **Chat template.** The zoo's ``gemma-3-270m`` is the *base* model: its tokenizer carries no chat template
 (``tokenizer.chat_template is None``; recorded in the meta as ``tokenizer_had_chat_template``). The stages
 are trained on, and judge with, Gemma 3's official template (:data:`GEMMA3_CHAT_TEMPLATE`, the one of
-``google/gemma-3-*-it``): ``<bos><start_of_turn>user\\n{text}<end_of_turn>\\n<start_of_turn>model\\n``; the
-answer ends with ``<end_of_turn>``, which the stage models' generation stops at. The base stage has no chat:
-it is judged on completion prompts only (:func:`judgelab.models.base.messages_to_text`).
+``google/gemma-3-*-it``): ``<bos><start_of_turn>user\\n{text}<end_of_turn>\\n<start_of_turn>model\\n``. A
+trained answer closes with ``<eos>`` (:data:`ANSWER_END`), not the template's ``<end_of_turn>``: the base
+model has never produced the latter (P ~ 1e-15 where answers end) and LoRA could not teach it in one epoch
+(measured, see the book profile); ``<eos>``, the base model's own end of text, it learned within a few steps.
+Generation stops at either. The base stage has no chat: it is judged on completion prompts only
+(:func:`judgelab.models.base.messages_to_text`).
 
 **Data** (:mod:`judgelab.data.alignment`). SFT: Alpaca's 175 seed tasks and Self-Instruct's 252 user-oriented
 instructions with human gold outputs; ``n_sft_eval`` of them are held out (loss and generation after each
@@ -25,8 +28,8 @@ one sequence at a time (gradients accumulated), AdamW, constant learning rate, g
 vocabulary has 262,144 tokens, so the output layer is applied only where a loss is taken: the decoder's
 hidden states at the answer positions go through ``lm_head``, nothing else (:func:`answer_logprobs`).
 
-* SFT: cross-entropy on the answer tokens (and the closing ``<end_of_turn>``), averaged over the batch's
-  answer tokens; the prompt carries no loss.
+* SFT: cross-entropy on the answer tokens and the closing token (counted ``end_token_weight`` times: 5 in
+  the book profile), averaged over the batch's answer tokens; the prompt carries no loss.
 * DPO (Rafailov et al. 2023; TRL's ``loss_type="sigmoid"``): ``-log sigmoid(beta * ((log pi(c) - log ref(c))
   - (log pi(r) - log ref(r))))`` with log-probabilities summed over the answer tokens, ``beta = 0.1``, the
   policy a new LoRA adapter on the SFT-merged model, the reference the SFT-merged model itself. Reference
@@ -90,6 +93,12 @@ STAGES: tuple[str, ...] = ("base", "sft", "dpo")
 TRAINED_STAGES: tuple[str, ...] = ("sft", "dpo")
 META_JSON = "alignment_meta.json"
 END_OF_TURN = "<end_of_turn>"
+#: the token that closes a trained answer (chat format). Gemma's template closes a model turn with
+#: <end_of_turn>, which this base model has never produced (P ~ 1e-15 where the gold answers end) and which
+#: LoRA did not raise above ~4e-4 in one epoch (lr 2e-4; lr 1e-3 with the token weighted 20x: the same after
+#: 10 steps); the base model's own end of text, <eos>, has P ~ 1e-2 there, so the answers close with it.
+#: The prompts are the template's, unchanged; generation stops at either token.
+ANSWER_END = "<eos>"
 
 #: Gemma 3's chat template, as in the tokenizer_config.json of google/gemma-3-270m-it (and every Gemma 3
 #: instruction-tuned model): the base model's tokenizer has none, so the stages are trained and run with it
@@ -160,10 +169,13 @@ class StageTrain:
     max_grad_norm: float = 1.0
     #: DPO only: the strength of the reference (TRL's default 0.1)
     beta: float | None = None
-    #: token ids whose (tied input/output) embedding rows are trained too (peft ``trainable_token_indices``):
-    #: the base model has never produced ``<end_of_turn>`` (106; P ~ 1e-15 where the SFT answers end), and
-    #: LoRA alone raised it only to ~5e-4 in one epoch, so SFT trains the rows of 105 and 106
+    #: token ids whose (tied input/output) embedding rows are trained too (peft ``trainable_token_indices``;
+    #: e.g. :data:`GEMMA3_TURN_TOKENS`: the base model has never produced ``<end_of_turn>``). Off by default:
+    #: on CPU it costs about 3x per step, since peft rebuilds the tied 262k-row output layer every pass
     trainable_token_ids: tuple[int, ...] = ()
+    #: SFT only: weight of each answer's closing token (``<end_of_turn>``) in the token-averaged
+    #: cross-entropy (1 = plain SFT). One closing token per ~50 answer tokens had too little pull: see "book"
+    end_token_weight: float = 1.0
     seed: int = 0
 
     def steps(self, n_examples: int) -> int:
@@ -209,10 +221,13 @@ ALIGN: dict[str, AlignProfile] = {
     # the committed run, sized to about an hour on one thread of this project's CPU (measured: a 256-token
     # example takes about 4 s forward + backward): every SFT example that fits 256 tokens once, 96 DPO
     # pairs once (12 steps: what fitted the session after the SFT rerun, at load 5-6 on the 2 shared cores),
-    # 40 held-out instructions and 60 held-out pairs. A first SFT at lr 2e-4 with LoRA only
-    # left P(<end_of_turn>) at ~5e-4 where answers end, and 0 of 40 held-out answers ended: hence lr 5e-4
-    # and the turn tokens' embedding rows trained
-    "book": AlignProfile("book", sft=StageTrain(lr=5e-4, batch_size=8, trainable_token_ids=GEMMA3_TURN_TOKENS),
+    # 40 held-out instructions and 60 held-out pairs. A first SFT at lr 2e-4 left P(<end_of_turn>) at ~5e-4
+    # where answers end (base: ~1e-15), and 0 of 40 held-out answers ended; at lr 1e-3 it was still
+    # 1e-4 to 4e-4 after 21 of 43 steps, and with the token weighted 20x the same after 10: hence answers
+    # closed by <eos> (ANSWER_END), weighted 5x, at lr 5e-4. (Training the turn tokens' embedding rows as
+    # well, peft trainable_token_indices, ran 3x slower per step on this CPU: the tied 262k-row output layer
+    # is rebuilt every pass.)
+    "book": AlignProfile("book", sft=StageTrain(lr=5e-4, batch_size=8, end_token_weight=5.0),
                          dpo=StageTrain(lr=2e-4, batch_size=8, beta=0.1),
                          n_sft_eval=40, n_sft_train=None, n_dpo_train=96, n_dpo_eval=60, max_length=256,
                          max_new_tokens=128),
@@ -298,11 +313,11 @@ def prompt_ids(tokenizer: Any, instruction: str, fmt: str) -> list[int]:
 
 
 def answer_ids(tokenizer: Any, answer: str, fmt: str | None) -> list[int]:
-    """Token ids of ``answer`` (stripped), closed by ``<end_of_turn>`` (chat), ``<eos>`` (completion) or
+    """Token ids of ``answer`` (stripped), closed by :data:`ANSWER_END` (chat), ``<eos>`` (completion) or
     nothing (``None``: the evaluation's loss, the same tokens for every stage)."""
     ids = list(tokenizer(answer.strip(), add_special_tokens=False)["input_ids"])
     if fmt == "chat":
-        ids.append(tokenizer.convert_tokens_to_ids(END_OF_TURN))
+        ids.append(tokenizer.convert_tokens_to_ids(ANSWER_END))
     elif fmt == "completion":
         ids.append(tokenizer.eos_token_id)
     elif fmt is not None:
@@ -455,21 +470,25 @@ def train_loop(model: Any, step_fn: Callable[[list[int], int], dict[str, float]]
     return pd.DataFrame(rows)
 
 
-def sft_step_fn(model: Any, examples: Sequence[tuple[list[int], int]]):
-    """One SFT batch: cross-entropy of the answer tokens, averaged over the batch's answer tokens."""
+def sft_step_fn(model: Any, examples: Sequence[tuple[list[int], int]], end_weight: float = 1.0):
+    """One SFT batch: cross-entropy of the answer tokens, averaged over the batch's answer tokens, each
+    answer's last (closing) token counted ``end_weight`` times (1: plain SFT)."""
 
     def step(batch: list[int], _size: int) -> dict[str, float]:
         n_tokens = sum(len(examples[i][0]) - examples[i][1] for i in batch)
-        total, p_end = 0.0, 0.0
+        weight = n_tokens + (end_weight - 1) * len(batch)
+        total, plain, p_end = 0.0, 0.0, 0.0
         for i in batch:
             ids, start = examples[i]
             lp = answer_logprobs(model, ids, start)
-            loss = -lp.sum() / n_tokens
+            loss = -(lp.sum() + (end_weight - 1) * lp[-1]) / weight
             loss.backward()
             total += float(loss.detach())
+            plain += float(-lp.detach().sum()) / n_tokens
             p_end += float(lp[-1].detach().exp()) / len(batch)
-        # p_end: mean probability of each example's last token (the closing <end_of_turn> in chat format)
-        return {"loss": total, "tokens": n_tokens, "p_end": p_end}
+        # token_loss: the plain per-token cross-entropy; p_end: mean probability of each example's last token
+        # (the closing <end_of_turn> in chat format)
+        return {"loss": total, "token_loss": plain, "tokens": n_tokens, "p_end": p_end}
 
     return step
 
@@ -897,7 +916,7 @@ def _train_stage(stage: str, init_hf: Any, tokenizer: Any, data: AlignData, prof
         train = data.sft[data.sft["split"] == "train"].reset_index(drop=True)
         examples = [_example(tokenizer, q, a, "chat") for q, a in zip(train["instruction"], train["response"])]
         model = lora_model(init_hf, cfg)
-        log = train_loop(model, sft_step_fn(model, examples), len(examples), cfg, ckpt, digest,
+        log = train_loop(model, sft_step_fn(model, examples, cfg.end_token_weight), len(examples), cfg, ckpt, digest,
                          checkpoint_seconds=prof.checkpoint_seconds, progress=progress,
                          desc=f"SFT {stage_name(stage)}", on_step=on_step)
         n_examples, extra = len(examples), {"answer_tokens": int(sum(len(i) - s for i, s in examples))}
@@ -966,6 +985,7 @@ def run(profile: str | AlignProfile = "book", results_dir: Path | str | None = N
                  "chat_template": {"tokenizer_had_chat_template": bool(base.tokenizer.chat_template),
                                    "source": CHAT_TEMPLATE_SOURCE, "sha256": template_sha256(),
                                    "template": GEMMA3_CHAT_TEMPLATE},
+                 "answer_end": ANSWER_END,
                  "generation": {"max_new_tokens": prof.max_new_tokens, "decoding": "greedy",
                                 "stop_tokens": [END_OF_TURN, base.tokenizer.eos_token]}})
     meta.setdefault("stages", {})
