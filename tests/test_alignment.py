@@ -407,3 +407,24 @@ def test_sft_loss_weights_the_closing_token(tiny):
     want = -(sum(lp.sum() for lp in lps) + 19 * sum(lp[-1] for lp in lps)) / (n + 19 * 2)
     assert heavy["loss"] == pytest.approx(float(want), rel=1e-5)
     assert heavy["token_loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+
+def test_metrics_findings_follow_the_table_and_flip_with_it():
+    from judgelab.experiments.numerical_bias.alignment import metrics_findings
+
+    def table(answered_sft, ir, logp_dpo):
+        rows = [("answered", "base", 0.025, 0.0, 0.075, 40), ("answered", "sft", *answered_sft, 40),
+                ("answered", "dpo", 0.375, 0.225, 0.525, 40), ("implicit_reward_accuracy", "dpo", *ir, 60),
+                ("logp_accuracy", "sft", 0.18, 0.08, 0.28, 60), ("logp_accuracy", "dpo", *logp_dpo, 60)]
+        return pd.DataFrame(rows, columns=["measure", "stage", "value", "low", "high", "n"])
+
+    text = metrics_findings(table((0.85, 0.725, 0.95), (0.70, 0.58, 0.82), (0.17, 0.08, 0.27)))
+    assert "From base to SFT the share of the 40 held-out instructions answered (a non-empty answer that ends " \
+           "within the token limit) rose: 0.03 [0.00, 0.07] -> 0.85 [0.72, 0.95]" in text
+    assert "From SFT to DPO" in text and "fell: 0.85 [0.72, 0.95] -> 0.38 [0.23, 0.53]" in text
+    assert "in 0.70 [0.58, 0.82] of pairs, above chance (0.5)" in text
+    assert "did not move distinguishably from SFT to DPO" in text
+    flipped = metrics_findings(table((0.05, 0.0, 0.1), (0.45, 0.3, 0.6), (0.6, 0.5, 0.7)))
+    assert "answered (a non-empty answer that ends within the token limit) did not move distinguishably" in flipped
+    assert "not distinguishable from chance" in flipped and "rose from SFT to DPO" in flipped
+    assert metrics_findings(pd.DataFrame()).startswith("The alignment run has not finished")

@@ -1057,3 +1057,51 @@ def write_tables(results_dir: Path | str) -> dict[str, Path]:
 
 __all__ = ["ALIGN", "STAGES", "AdapterMissing", "AlignProfile", "StageTrain", "answer_logprobs", "dpo_loss",
            "metrics_table", "run", "stage_fingerprint", "stage_model", "stage_name", "write_tables"]
+
+
+def _iv(v: float, lo: float, hi: float) -> str:
+    return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _compare(table: pd.DataFrame, measure: str, before: str, after: str) -> tuple[str, Any, Any] | None:
+    """``(direction, row before, row after)`` of one measure between two stages: ``rose``/``fell`` when the
+    two 95 % intervals do not overlap, else ``did not move distinguishably``; None if either is missing."""
+    rows = table[table["measure"] == measure].set_index("stage")
+    if before not in rows.index or after not in rows.index:
+        return None
+    b, a = rows.loc[before], rows.loc[after]
+    if a["low"] > b["high"]:
+        return "rose", b, a
+    if a["high"] < b["low"]:
+        return "fell", b, a
+    return "did not move distinguishably", b, a
+
+
+def metrics_findings(table: pd.DataFrame) -> str:
+    """What each alignment stage did, in words generated from :func:`metrics_table`: the share of held-out
+    instructions answered from base to SFT and from SFT to DPO, and DPO's preference accuracy on held-out
+    pairs (implicit reward against the SFT reference, against chance 0.5; and the raw log-probability
+    accuracy, SFT -> DPO). A direction is stated only where the intervals separate."""
+    if table.empty:
+        return "The alignment run has not finished yet: no stage metrics are committed."
+    out = []
+    for before, after in (("base", "sft"), ("sft", "dpo")):
+        c = _compare(table, "answered", before, after)
+        if c is not None:
+            d, b, a = c
+            out.append(f"From {before.upper() if before != 'base' else 'base'} to {after.upper()} the share of the "
+                       f"{int(a['n'])} held-out instructions answered (a non-empty answer that ends within the token "
+                       f"limit) {d}: {_iv(b['value'], b['low'], b['high'])} -> {_iv(a['value'], a['low'], a['high'])}.")
+    ir = table[(table["measure"] == "implicit_reward_accuracy") & (table["stage"] == "dpo")]
+    if len(ir):
+        r = ir.iloc[0]
+        side = ("above chance" if r["low"] > 0.5 else "below chance" if r["high"] < 0.5
+                else "not distinguishable from chance")
+        out.append(f"On {int(r['n'])} held-out preference pairs, DPO's implicit reward (against the SFT reference) "
+                   f"prefers the chosen answer in {_iv(r['value'], r['low'], r['high'])} of pairs, {side} (0.5).")
+    c = _compare(table, "logp_accuracy", "sft", "dpo")
+    if c is not None:
+        d, b, a = c
+        out.append(f"The plain likelihood test -- is the chosen answer the more likely one? -- {d} from SFT to DPO: "
+                   f"{_iv(b['value'], b['low'], b['high'])} -> {_iv(a['value'], a['low'], a['high'])}.")
+    return " ".join(out) if out else "The stage metrics hold no comparable measures."
