@@ -42,3 +42,22 @@ def test_generation_text_says_whether_the_runtime_meets_the_goal():
 def test_committed_benchmark_tables_read():
     assert "prompts/s" in t.judging_text(pd.read_csv(results_path("benchmarks", "judge_throughput.csv")))
     assert "tokens/s" in t.generation_text(pd.read_csv(results_path("benchmarks", "generation_throughput.csv")))
+
+
+def test_scoring_text_compares_exact_with_sampled_and_flips_with_the_table():
+    from judgelab.throughput import scoring_text
+
+    hw = "cpu:Intel(R) Xeon(R) Processor x2 (x86_64; fma avx f16c avx2)"
+    bench = pd.DataFrame({
+        "method": ["exact", "sampled-10"], "model": ["m@llama.cpp"] * 2, "items": [10, 10],
+        "seconds_per_item": [2.0, 7.0], "work": [210, 100], "work_unit": ["forward evaluations", "generations"],
+        "temperatures": ["0.4 0.7 1 1.3", "0.7"], "threads": [1, 1], "load_avg_before": [1.2, 1.4],
+        "load_avg_after": [1.4, 1.3], "hardware": [hw, hw]})
+    text = scoring_text(bench)
+    assert "exact 2.00 s per item (210 forward evaluations" in text and "7.00 s for 10 sampled" in text
+    assert "3.50x as fast per item" in text and "load average 1.2-1.4" in text
+    slow = bench.assign(seconds_per_item=[7.0, 2.0])
+    assert "3.50x as slow per item" in scoring_text(slow)
+    assert "no exact and sampled rows" in scoring_text(bench.iloc[:1])
+    committed = pd.read_csv(results_path("benchmarks") / "numerical_bias_scoring.csv")
+    assert "s per item" in scoring_text(committed)

@@ -60,3 +60,23 @@ def generation_text(gen: pd.DataFrame) -> str:
     return (f"Greedy generation, {int(first['new_tokens_max'])} new tokens, on "
             f"{describe_hardware(first['hardware'])} ({first['date']}; {_load(gen.rename(columns={'load_avg_before': 'load_before', 'load_avg_after': 'load_after'}))}): "
             + "; ".join(lines) + ".")
+
+
+def scoring_text(bench: pd.DataFrame) -> str:
+    """The numerical-bias scoring benchmark (``benchmarks/numerical_bias_scoring.py``) in words: the exact
+    score distribution (every temperature from one enumeration) against the paper's 10 sampled generations
+    per item, same model and items, one run; which is faster per item, by how much, at what load."""
+    rows = bench.set_index("method")
+    if not {"exact", "sampled-10"} <= set(rows.index):
+        return "The scoring benchmark has no exact and sampled rows to compare."
+    ex, sa = rows.loc["exact"], rows.loc["sampled-10"]
+    ratio = sa["seconds_per_item"] / ex["seconds_per_item"]
+    faster = (f"the exact distribution is {ratio:.2f}x as fast per item" if ratio > 1
+              else f"the exact distribution is {1 / ratio:.2f}x as slow per item")
+    lo = min(bench["load_avg_before"].min(), bench["load_avg_after"].min())
+    hi = max(bench["load_avg_before"].max(), bench["load_avg_after"].max())
+    return (f"On {int(ex['items'])} items with {ex['model']} ({int(ex['threads'])} thread(s), load average "
+            f"{lo:.1f}-{hi:.1f}, {describe_hardware(str(ex['hardware']))}): exact {ex['seconds_per_item']:.2f} s per "
+            f"item ({int(ex['work'])} {ex['work_unit']}, temperatures {ex['temperatures']} at once) against "
+            f"{sa['seconds_per_item']:.2f} s for 10 sampled generations at T = {sa['temperatures']}: {faster}, and "
+            "it has no sampling noise. On a machine this loaded the figures are rough.")
