@@ -448,9 +448,10 @@ class TransformersModel(TokenizerPrompts, Model):
         With ``prefill="per_prompt"`` each prompt but its last token runs alone (no padding), the caches are
         joined left-aligned to the chunk's longest and masked where a prompt is shorter, and transformers'
         ``generate`` continues from there: the first step computes every prompt's last token, the later ones
-        one token per prompt. Greedy output is each prompt's output alone (tested); sampled output too: it is
-        seeded per prompt with ``config.seed`` (:class:`GumbelSampler`), so a prompt draws the same text
-        alone or in any batch, and several samples of one prompt need several seeds.
+        one token per prompt. Greedy output is each prompt's output alone (tested); sampled output too: each
+        prompt's noise is seeded with :func:`prompt_seed` of ``config.seed`` and its own tokens
+        (:class:`GumbelSampler`), so a prompt draws the same text alone or in any batch, two prompts of one
+        call draw independent noise, and several samples of one prompt need several seeds.
         """
         method = self._prefill_method()
         tok = self.tokenizer
@@ -488,7 +489,7 @@ class TransformersModel(TokenizerPrompts, Model):
                 # prompt samples the same text whatever batch it is in (as the llama.cpp runtime does)
                 from transformers import LogitsProcessorList
 
-                seeds = [config.seed] * len(chunk) if config.seed is not None else [None] * len(chunk)
+                seeds = [prompt_seed(config.seed, e) for e in chunk]
                 sampling = {"do_sample": False, "logits_processor": LogitsProcessorList(
                     [GumbelSampler(config.temperature, seeds, self.device)])}
             out = self.model.generate(
@@ -531,6 +532,21 @@ class TransformersModel(TokenizerPrompts, Model):
                 jk[r, :, length - k.shape[2] :] = k[0]
                 jv[r, :, length - v.shape[2] :] = v[0]
         return _make_cache(joined)
+
+
+def prompt_seed(seed: int | None, token_ids: Sequence[int]) -> int | None:
+    """The seed of one prompt's sampling noise: ``seed`` mixed with the prompt's tokens (sha256).
+
+    One seed per call would give every prompt of the call the same noise, and items scored together would
+    share their sampling errors (their samples correlated across items); mixing in the tokens keeps each
+    prompt's draw independent of the others and of the batch it is in, and still reproducible. ``None``
+    stays ``None`` (noise from the OS)."""
+    if seed is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(seed)}:".encode() + b",".join(str(int(t)).encode() for t in token_ids))
+    return int.from_bytes(digest.digest()[:8], "little")
 
 
 class GumbelSampler:
