@@ -687,10 +687,10 @@ def _sampled(store: CallStore, live: _Live, j: Judge, prof: NumericalBiasProfile
     labels = [f"{subset}/{i}/{j.main_form}/{score_range[0]}-{score_range[1]}/sampled" for i in range(len(prompts))]
     t0 = time.perf_counter()
     before = store.count(kind="generate")
-    # one item per call, whatever the backend: llama.cpp seeds every prompt of a call alike, and so does the
-    # transformers backend's Gumbel sampler (one generator per prompt, all seeded with the call's seed), so
-    # items sharing a call would share their noise -- correlated draws across items (gemma-3-270m base with 8
-    # items per call: the pooled samples' chi-square against the exact distributions gave p = 4.5e-20)
+    # one item per call, whatever the backend: llama.cpp seeds every prompt of a call alike, so items sharing
+    # a call would share their noise -- correlated draws across items (the transformers backend's sampler did
+    # the same until prompt_seed: gemma-3-270m base with 8 items per call gave p = 4.5e-20 in the pooled
+    # chi-square against the exact distributions); one item per call keeps stored records' keys unchanged
     per_call = 1
     kw = dict(n=prof.samples, labels=labels, decimals=prof.decimals, prompts_per_call=per_call)
     try:

@@ -137,12 +137,12 @@ def sample_scores(
     ``model.generate`` call with seed ``seed + g * n + j``, where ``g = i // prompts_per_call``. Distinct
     seeds make the ten samples of an item distinct calls in a :class:`~judgelab.store.StoredModel` (the
     same prompt and config would otherwise be answered from one stored output ten times), and one prompt
-    per call (the default) keeps different items' samples independent: the backends re-seed per call
-    chunk (transformers: each ``batch_size`` batch) or per prompt (llama.cpp), so prompts sharing a call
-    would share random streams -- correlated draws across items, which distort a dataset-level statistic
-    such as kurtosis even though each item's own distribution is right. ``prompts_per_call > 1`` batches
-    for speed; it is independent only where every prompt of a call is drawn in one transformers batch
-    (``prompts_per_call`` at most the backend's ``batch_size`` and the store's ``generate_chunk_size``).
+    per call (the default) keeps different items' samples independent whatever the backend: llama.cpp seeds
+    every prompt of a call with the call's seed, so prompts sharing a call would share random streams --
+    correlated draws across items, which distort a dataset-level statistic such as kurtosis even though
+    each item's own distribution is right. The transformers backend mixes each prompt's tokens into its seed
+    (:func:`~judgelab.models.transformers_backend.prompt_seed`), so there ``prompts_per_call > 1`` is
+    independent too; before that fix (1 Dec 2026) it was not.
 
     ``labels`` (one per prompt) are passed on to a store as ``<label>/s<j>``. Columns: ``item`` (position in
     ``prompts``), ``sample``, ``seed``, ``text``, ``value`` (clipped score or NaN), ``raw`` (number as
