@@ -48,7 +48,11 @@ How it is fast:
 
 Seeds: a sampled continuation (``temperature > 0``) is seeded per prompt with ``config.seed``, so each
 prompt's sample does not depend on which other prompts share its call (a stored answer must not depend on
-the batch it was computed in). Several samples of one prompt therefore need several seeds.
+the batch it was computed in). Several samples of one prompt therefore need several seeds, and prompts
+of one call share the seed's random stream: their draws are correlated across prompts (unlike the
+transformers runtime, which mixes each prompt's tokens into its seed), so independent items want one call
+each or seeds of their own -- the Self-J policy and the numerical-bias runner do so. (Changing it here
+would change what the committed Self-J answers' keys reproduce.)
 """
 
 from __future__ import annotations
