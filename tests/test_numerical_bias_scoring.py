@@ -358,17 +358,14 @@ MTQE_ITEM = {"pair": "en-de", "source": "The Sultan appoints judges, and can gra
 
 
 def _real_samples(model, prompt, temperature: float, calls: int, seed: int = 1) -> pd.DataFrame:
-    """``calls`` x ``batch_size`` samples of one prompt: one seed per call, independent rows within it.
+    """``calls`` x ``batch_size`` samples of one prompt, each with a seed of its own.
 
-    (The transformers backend reseeds once per batch of ``batch_size`` prompts, so a call with more copies of
-    one prompt than that would repeat its samples; one batch per call avoids it.)
+    (Both runtimes seed a prompt's sample from the call's seed and the prompt alone, so copies of one prompt
+    in one call are the same sample; independent samples of one prompt need distinct seeds.)
     """
-    frames = []
-    for c in range(calls):
-        out = model.generate([prompt] * model.batch_size,
-                             GenerationConfig(max_new_tokens=5, temperature=temperature, seed=seed + c))
-        frames.append(pd.DataFrame({"text": out}))
-    texts = pd.concat(frames, ignore_index=True)
+    out = [model.generate([prompt], GenerationConfig(max_new_tokens=5, temperature=temperature, seed=seed + k))[0]
+           for k in range(calls * model.batch_size)]
+    texts = pd.DataFrame({"text": out})
     texts["leading_value"] = [S.parse_score(t, (0, 10), "leading_number").value for t in texts["text"]]
     texts["leading_value"] = texts["leading_value"].astype(float)
     return texts
