@@ -513,19 +513,25 @@ def test_trickling_server_is_bounded_by_the_attempt_deadline():
         slow.close()
 
 
-def test_run_deadline_bounds_every_call_together(blackhole):
-    m = OpenAICompatibleModel("m", base_url=blackhole.base_url, timeout=0.4, max_attempts=1, max_total_s=30,
-                              max_run_s=1.0, provider_model="m")
+def _failing_calls(m, n: int, seconds: float):
+    """``n`` generate calls of ``m`` within ``seconds``: (elapsed, the BackendErrors they raised)."""
     errors = []
 
     def calls():
-        for _ in range(5):
+        for _ in range(n):
             try:
                 m.generate(["q"])
             except BackendError as err:
                 errors.append(err)
 
-    elapsed, _ = _within(4, calls)
+    elapsed, _ = _within(seconds, calls)
+    return elapsed, errors
+
+
+def test_run_deadline_bounds_every_call_together(blackhole):
+    m = OpenAICompatibleModel("m", base_url=blackhole.base_url, timeout=0.4, max_attempts=1, max_total_s=30,
+                              max_run_s=1.0, provider_model="m")
+    elapsed, errors = _failing_calls(m, 5, 4)
     assert len(errors) == 5 and elapsed < 1.5, (elapsed, errors)
     assert "max_run_s=1s" in str(errors[-1]) and "not started" in str(errors[-1])
     with pytest.raises(ValueError, match="max_run_s"):
@@ -541,16 +547,7 @@ def test_run_deadline_from_the_environment(blackhole, monkeypatch):
                               provider_model="m")
     assert m.max_run_s == 0.6
     assert OpenAICompatibleModel("m", base_url=blackhole.base_url, max_run_s=5, provider_model="m").max_run_s == 5
-    errors = []
-
-    def calls():
-        for _ in range(3):
-            try:
-                m.generate(["q"])
-            except BackendError as err:
-                errors.append(err)
-
-    elapsed, _ = _within(4, calls)
+    elapsed, errors = _failing_calls(m, 3, 4)
     assert len(errors) == 3 and elapsed < 1.2, (elapsed, errors)
     assert "max_run_s=0.6s" in str(errors[-1])
     monkeypatch.setenv(MAX_RUN_ENV, "soon")
