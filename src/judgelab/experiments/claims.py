@@ -194,7 +194,7 @@ def claims_open_models(ra_dir: str | Path | None = None, om_dir: str | Path | No
                     ("recognition", "R", "LLM evaluators tell their own summaries from others' better than chance"),
                     ("preference", "S", "LLM evaluators prefer their own summaries")):
                 rows.append(_row(ch, claim, src, f"pooled {letter}, {DS[ds]}, {judge}", "> 0.5",
-                                 f"GPT-4, released outputs", _value(_one(pw, dataset=ds, evaluator="gpt4"), measure),
+                                 "GPT-4, released outputs", _value(_one(pw, dataset=ds, evaluator="gpt4"), measure),
                                  f"{judge}, pooled {letter}", _value(_one(opw, dataset=ds, evaluator=judge), measure)))
             rows.append(_row(ch, "The recognition is there once the position bias is removed (issue 20's question; the paper "
                                  "averages the two orders instead)", "issue 20 item 1, on the paper's pairwise setting",
@@ -252,7 +252,7 @@ def claims_finetuning(ra_dir: str | Path | None = None, ft_dir: str | Path | Non
     for ds in ("xsum", "cnn"):
         oc = _one(ocorr, points="all", evaluated_on=ds)
         rows.append(_row(ch, "Self-recognition and self-preference are linearly correlated across fine-tuned variants",
-                         "abstract; fine-tuning (section 4)", f"Pearson r of mean S on mean R over variants",
+                         "abstract; fine-tuning (section 4)", "Pearson r of mean S on mean R over variants",
                          "> 0", "GPT-3.5 and Llama-2 variants and base models, both evaluation sets (n = points)",
                          {"value": float(rel["r"]), "low": float(rel["r_low"]), "high": float(rel["r_high"]), "n": float(rel["n"])},
                          f"{oc['judge'] if oc is not None else ''} variants evaluated on {DS[ds]} (n = points)",

@@ -475,7 +475,6 @@ def finetuned_pairs() -> pd.DataFrame:
         for tr in DATASETS:
             for v in FT_VARIANTS:
                 for ev_ds in DATASETS:
-                    n = n_train(v) if ev_ds == tr else 0
                     # A model trained on the other dataset never saw these articles; keep the same
                     # held-out positions anyway so that every variant is scored on comparable sets.
                     df = pairs(ev_ds, ft_name(tr, v, fam), "results", n_train(v))

@@ -70,7 +70,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import openai
-from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from judgelab.models.base import GenerationConfig, Model, OptionProbs, Prompt, check_options, messages_to_text

@@ -1059,7 +1059,7 @@ __all__ = ["ALIGN", "STAGES", "AdapterMissing", "AlignProfile", "StageTrain", "a
            "metrics_table", "run", "stage_fingerprint", "stage_model", "stage_name", "write_tables"]
 
 
-def _iv(v: float, lo: float, hi: float) -> str:
+def _fmt_iv(v: float, lo: float, hi: float) -> str:
     return f"{v:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
@@ -1091,17 +1091,17 @@ def metrics_findings(table: pd.DataFrame) -> str:
             d, b, a = c
             out.append(f"From {before.upper() if before != 'base' else 'base'} to {after.upper()} the share of the "
                        f"{int(a['n'])} held-out instructions answered (a non-empty answer that ends within the token "
-                       f"limit) {d}: {_iv(b['value'], b['low'], b['high'])} -> {_iv(a['value'], a['low'], a['high'])}.")
+                       f"limit) {d}: {_fmt_iv(b['value'], b['low'], b['high'])} -> {_fmt_iv(a['value'], a['low'], a['high'])}.")
     ir = table[(table["measure"] == "implicit_reward_accuracy") & (table["stage"] == "dpo")]
     if len(ir):
         r = ir.iloc[0]
         side = ("above chance" if r["low"] > 0.5 else "below chance" if r["high"] < 0.5
                 else "not distinguishable from chance")
         out.append(f"On {int(r['n'])} held-out preference pairs, DPO's implicit reward (against the SFT reference) "
-                   f"prefers the chosen answer in {_iv(r['value'], r['low'], r['high'])} of pairs, {side} (0.5).")
+                   f"prefers the chosen answer in {_fmt_iv(r['value'], r['low'], r['high'])} of pairs, {side} (0.5).")
     c = _compare(table, "logp_accuracy", "sft", "dpo")
     if c is not None:
         d, b, a = c
         out.append(f"The plain likelihood test -- is the chosen answer the more likely one? -- {d} from SFT to DPO: "
-                   f"{_iv(b['value'], b['low'], b['high'])} -> {_iv(a['value'], a['low'], a['high'])}.")
+                   f"{_fmt_iv(b['value'], b['low'], b['high'])} -> {_fmt_iv(a['value'], a['low'], a['high'])}.")
     return " ".join(out) if out else "The stage metrics hold no comparable measures."

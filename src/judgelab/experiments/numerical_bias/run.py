@@ -39,7 +39,6 @@ so the same items are scored by every judge, and a larger run only adds items.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
