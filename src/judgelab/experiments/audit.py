@@ -306,6 +306,15 @@ def random_label_subsets(random: pd.DataFrame, evaluator: str) -> dict[str, pd.D
     return {"correct": random[first_own], "wrong": random[~first_own]}
 
 
+def _random_label_files():
+    """``(dataset, evaluator, path)`` of every GPT random-label file the mirror holds."""
+    for ds in DATASETS:
+        for ev in LABEL_GPT_EVALUATORS:
+            path = label_path("random", ds, ev)
+            if _exists(path):
+                yield ds, ev, path
+
+
 @_cached_table
 def same_prompt_audit() -> pd.DataFrame:
     """``audit_same_prompts.csv``: every pair of released files that hold the same prompts, compared.
@@ -317,19 +326,15 @@ def same_prompt_audit() -> pd.DataFrame:
     """
     rows = []
     # label experiment: random-label records vs the correct / wrong label files
-    for ds in DATASETS:
-        for ev in LABEL_GPT_EVALUATORS:
-            rnd_path = label_path("random", ds, ev)
-            if not _exists(rnd_path):
-                continue
-            subsets = random_label_subsets(_frame(rnd_path), ev)
-            for cond, sub in subsets.items():
-                ref = label_path(cond, ds, ev)
-                rows.append({"experiment": "labels", "task": "labelled comparison", "evaluator": ev, "dataset": ds,
-                             "file_a": ref, "file_b": rnd_path,
-                             "subset": f"random-label records labelled as in '{cond}'",
-                             **compare_same_prompts(_frame(ref), sub, ("forward_comparison", "backward_comparison"),
-                                                    "self_preference")})
+    for ds, ev, rnd_path in _random_label_files():
+        subsets = random_label_subsets(_frame(rnd_path), ev)
+        for cond, sub in subsets.items():
+            ref = label_path(cond, ds, ev)
+            rows.append({"experiment": "labels", "task": "labelled comparison", "evaluator": ev, "dataset": ds,
+                         "file_a": ref, "file_b": rnd_path,
+                         "subset": f"random-label records labelled as in '{cond}'",
+                         **compare_same_prompts(_frame(ref), sub, ("forward_comparison", "backward_comparison"),
+                                                "self_preference")})
     # detection prompt: results vs results_with_worse
     for path in gpt_pairwise_files():
         if not path.startswith("results_with_worse/"):
@@ -423,18 +428,14 @@ def label_design_audit() -> pd.DataFrame:
     ``detection_score_is_first_own``: the file's ``detection_score`` records exactly that (where present).
     """
     rows = []
-    for ds in DATASETS:
-        for ev in LABEL_GPT_EVALUATORS:
-            path = label_path("random", ds, ev)
-            if not _exists(path):
-                continue
-            df, own = _frame(path), own_source(ev)
-            first_own = df["random_labels"].map(lambda t: t[0] == own)
-            two = df.apply(lambda r: set(r["random_labels"]) == {own, r["model"]}, axis=1)
-            rows.append({"file": path, "n": len(df), "labels_are_the_two_sources": float(two.mean()),
-                         "first_label_own": float(first_own.mean()),
-                         "detection_score_is_first_own": float((df["detection_score"] == first_own.astype(int)).mean())
-                         if "detection_score" in df else np.nan})
+    for ds, ev, path in _random_label_files():
+        df, own = _frame(path), own_source(ev)
+        first_own = df["random_labels"].map(lambda t: t[0] == own)
+        two = df.apply(lambda r: set(r["random_labels"]) == {own, r["model"]}, axis=1)
+        rows.append({"file": path, "n": len(df), "labels_are_the_two_sources": float(two.mean()),
+                     "first_label_own": float(first_own.mean()),
+                     "detection_score_is_first_own": float((df["detection_score"] == first_own.astype(int)).mean())
+                     if "detection_score" in df else np.nan})
     return pd.DataFrame(rows)
 
 

@@ -109,6 +109,14 @@ def _table(rows) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------
 
 
+def _pooled_released(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The reanalysis's pooled rows (``other == 'all'``): pairwise R/S as released, and the position-debiased
+    table without a control variant (what chapters 2 and 3 compare against)."""
+    pw = pd.read_csv(d / "pairwise.csv")
+    deb = pd.read_csv(d / "debiased.csv")
+    return pw[pw.other == "all"], deb[(deb.other == "all") & (deb.variant == "none")]
+
+
 def claims_reanalysis(ra_dir: str | Path | None = None) -> pd.DataFrame:
     """``claims_02_reanalysis.csv`` from the tables of ``judgelab reanalysis`` (``results/panickssery2024``).
 
@@ -119,10 +127,7 @@ def claims_reanalysis(ra_dir: str | Path | None = None) -> pd.DataFrame:
     that bound's interval with no point value) and, for the label files, corrected for the reversed files.
     """
     d = Path(ra_dir) if ra_dir is not None else results_path("panickssery2024")
-    pw = pd.read_csv(d / "pairwise.csv")
-    pw = pw[pw.other == "all"]
-    deb = pd.read_csv(d / "debiased.csv")
-    deb = deb[(deb.other == "all") & (deb.variant == "none")]
+    pw, deb = _pooled_released(d)
     bounds = pd.read_csv(d / "debiased_gpt_bounds.csv")
     bounds = bounds[bounds.variant == "none"]
     eff = pd.read_csv(d / "label_effect.csv")
@@ -178,10 +183,7 @@ def claims_open_models(ra_dir: str | Path | None = None, om_dir: str | Path | No
     """
     d = Path(ra_dir) if ra_dir is not None else results_path("panickssery2024")
     o = Path(om_dir) if om_dir is not None else results_path("open_models")
-    pw = pd.read_csv(d / "pairwise.csv")
-    pw = pw[pw.other == "all"]
-    deb = pd.read_csv(d / "debiased.csv")
-    deb = deb[(deb.other == "all") & (deb.variant == "none")]
+    pw, deb = _pooled_released(d)
     opw = pd.read_csv(o / "pairwise.csv")
     opw = opw[opw.other == "all"]
     odeb = pd.read_csv(o / "debiased.csv")

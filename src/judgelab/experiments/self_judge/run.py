@@ -130,13 +130,16 @@ SELF_JUDGE_PROFILES: dict[str, SelfJudgeProfile] = {
     # smollm2, not the 0.5B Qwen: at 1 thread on the shared 2-core machine (load 1.4-1.9) the Qwen decoded
     # 11.2 tokens/s against smollm2's 29.2 (policy_speed.csv, 160-190 tokens an answer), so 400 instructions
     # x 2 samples would take the Qwen over 3 hours, smollm2 about 1.5
+    # one sample per training instruction: the book run's answers took 22 s each (median gap, 296 answers,
+    # 1 thread, load 5-7 beside other runs), so the second pass (400 more) would cost another 2.5 hours; the
+    # paper's 400-instruction minimum holds with one sample each
     # the judge is the policy's weights in transformers: prefill of one 1,383-token judge prompt took 19 s there
     # against 60 s in llama.cpp (1 thread, load ~6.8), and the trained judges are transformers models too
-    "book": SelfJudgeProfile("book", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8,
+    "book": SelfJudgeProfile("book", SMOLLM2, n_train=400, train_samples=1, n_heldout=40, best_of_n=8,
                              replay=True, speed_candidates=(SMOLLM2, QWEN05), judge="smollm2-135m-instruct"),
     "gpu": SelfJudgeProfile("gpu", "hf:Qwen/Qwen2.5-7B-Instruct", n_train=1000, train_samples=4, n_heldout=100,
                             best_of_n=32, max_new_tokens=512, bon_rater="hf:meta-llama/Llama-3.1-8B-Instruct"),
-    "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=2, n_heldout=40, best_of_n=8, replay=True,
+    "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=1, n_heldout=40, best_of_n=8, replay=True,
                             judge="smollm2-135m-instruct", bon_rater="openai:gpt-4o-mini"),
 }
 
