@@ -111,3 +111,45 @@ def test_tiny_live_training_moves_the_judge_toward_the_label(smollm2_tf, tmp_pat
     before = sev.self_eval_scores(smollm2_tf, ["Add 2 and 2."], ["4"])["p9"][0]
     after = sev.self_eval_scores(judge, ["Add 2 and 2."], ["4"])["p9"][0]
     assert after > before  # the student prompt, trained toward 9
+
+
+def test_a_variant_stopped_midway_resumes_where_it_stopped(smollm2_tf, tmp_path):
+    """A judge that trains for hours on a CPU outlives a session: killed after step 2 of 4 (a checkpoint every
+    step), the rerun starts at step 3 and ends with the uninterrupted run's losses and weights."""
+    from dataclasses import replace
+
+    from judgelab.experiments.train_loop import TrainingInterrupted
+
+    rows = pd.DataFrame({"instruction": ["Add 2 and 2.", "Name a fruit.", "Say hi.", "Count to 3."],
+                         "answer": ["4", "Apple", "Hi", "1 2 3"], "reference": ["4", "Banana", "Hello", "1, 2, 3"],
+                         "combined_mean": [9.0, 2.0, 7.0, 8.0], "cosine": [1.0, 0.2, 0.7, 0.9],
+                         "self_eval": [9.0, 2.0, 7.0, 8.0]})
+    cfg = replace(tr.PAPER_TRAIN, epochs=2.0, batch_size=2, micro_batch_size=1, lr=3e-3)  # 4 steps
+    whole = tr.train_variant(smollm2_tf, rows, "self_j", tmp_path / "whole", config=cfg, progress=False)
+
+    def stop_after_two(step):
+        if step == 2:
+            raise TrainingInterrupted("killed")
+
+    with pytest.raises(TrainingInterrupted):
+        tr.train_variant(smollm2_tf, rows, "self_j", tmp_path / "split", config=cfg, progress=False,
+                         checkpoint_seconds=0.0, on_step=stop_after_two)
+    path = tr.adapter_path(tmp_path / "split", smollm2_tf.name, "self_j")
+    assert not tr.adapter_done(path) and (path.parent / "self_j.checkpoint" / "state.pt").is_file()
+    seen = []
+    split = tr.train_variant(smollm2_tf, rows, "self_j", tmp_path / "split", config=cfg, progress=False,
+                             checkpoint_seconds=0.0, on_step=seen.append)
+    assert seen == [3, 4]  # resumed at step 3
+    assert not (path.parent / "self_j.checkpoint").exists()  # spent once the adapter is saved
+    a = pd.read_csv(tr.adapter_path(tmp_path / "whole", smollm2_tf.name, "self_j") / "training_log.csv")
+    b = pd.read_csv(path / "training_log.csv")
+    assert list(b["step"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
+    assert split["steps"] == whole["steps"] == 4
+    # a checkpoint made on other labels is refused, not silently resumed
+    with pytest.raises(TrainingInterrupted):
+        tr.train_variant(smollm2_tf, rows, "self_j", tmp_path / "other", config=cfg, progress=False,
+                         checkpoint_seconds=0.0, on_step=stop_after_two)
+    with pytest.raises(ValueError, match="other training settings or data"):
+        tr.train_variant(smollm2_tf, rows.assign(combined_mean=[1.0, 1.0, 1.0, 1.0]), "self_j", tmp_path / "other",
+                         config=cfg, progress=False)

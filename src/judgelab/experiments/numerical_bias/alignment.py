@@ -84,6 +84,11 @@ from judgelab.experiments.finetuning import (
     adapter_done,
     save_adapter,
 )
+from judgelab.experiments.train_loop import (  # noqa: F401 (re-exported)
+    TrainingInterrupted,
+    batch_schedule,
+    train_loop,
+)
 from judgelab.models.base import Model, messages_to_text
 from judgelab.paths import atomic_write, file_sha256, results_path, write_csv
 from judgelab.profiles import hardware
@@ -382,92 +387,6 @@ def lora_model(hf_model: Any, config: StageTrain) -> Any:
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM",
                       trainable_token_indices=list(config.trainable_token_ids) or None)
     return get_peft_model(copy.deepcopy(hf_model), lora)
-
-
-def batch_schedule(n_items: int, config: StageTrain) -> list[list[int]]:
-    """Every step's example indices, fixed up front by the seed: epochs of seeded permutations, cut in batches."""
-    steps = config.steps(n_items)
-    rng = np.random.default_rng(config.seed)
-    order: list[int] = []
-    while len(order) < steps * min(config.batch_size, n_items):
-        order.extend(rng.permutation(n_items).tolist())
-    b = min(config.batch_size, n_items)
-    return [order[i * b : (i + 1) * b] for i in range(steps)]
-
-
-class TrainingInterrupted(RuntimeError):
-    """Raised by a test hook to stop a run after a checkpoint (a stand-in for a kill)."""
-
-
-def _signature(config: StageTrain, data_digest: str) -> str:
-    return hashlib.sha256(json.dumps({"train": config.as_dict(), "data": data_digest},
-                                     sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    import torch
-
-    path.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path / "state.pt", "wb") as fh:
-        torch.save(state, fh)
-
-
-def train_loop(model: Any, step_fn: Callable[[list[int], int], dict[str, float]], n_items: int,
-               config: StageTrain, ckpt: Path, data_digest: str, *, checkpoint_seconds: float = 180.0,
-               progress: bool = True, desc: str = "train",
-               on_step: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Optimise the trainable parameters of ``model`` (a peft model) over the fixed :func:`batch_schedule`.
-
-    ``step_fn(batch, batch_size)`` runs forward and backward for one batch (accumulating gradients) and
-    returns the step's metrics (``loss`` first). Resumes from ``ckpt/state.pt`` when it is there; a
-    checkpoint of other settings or data is refused, naming the file. Returns the per-step log.
-    """
-    import torch
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from tqdm.auto import tqdm
-
-    schedule = batch_schedule(n_items, config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sig = _signature(config, data_digest)
-    rows: list[dict[str, Any]] = []
-    start, elapsed = 0, 0.0
-    state_file = ckpt / "state.pt"
-    if state_file.is_file():
-        state = torch.load(state_file, weights_only=False)
-        if state.get("signature") != sig:
-            raise ValueError(f"checkpoint {state_file} was made with other training settings or data "
-                             f"(signature {state.get('signature')} != {sig}); remove it to start this stage again")
-        set_peft_model_state_dict(model, state["adapter"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start, rows, elapsed = state["step"], state["log"], state["seconds"]
-    else:
-        torch.manual_seed(config.seed)
-    model.train()
-    t0, last_save = time.time() - elapsed, time.time()
-    bar = tqdm(range(start, len(schedule)), desc=desc, unit="step", disable=not progress, initial=start,
-               total=len(schedule))
-    for step in bar:
-        batch = schedule[step]
-        opt.zero_grad(set_to_none=True)
-        metrics = step_fn(batch, len(batch))
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        opt.step()
-        rows.append({"step": step + 1, **metrics, "grad_norm": grad_norm, "lr": config.lr,
-                     "examples": (step + 1) * len(batch), "seconds": time.time() - t0})
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        last = step + 1 == len(schedule)
-        if last or time.time() - last_save >= checkpoint_seconds:
-            _save_checkpoint(ckpt, {"signature": sig, "step": step + 1, "adapter": get_peft_model_state_dict(model),
-                                    "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-                                    "log": rows, "seconds": time.time() - t0})
-            last_save = time.time()
-        if on_step is not None:
-            on_step(step + 1)
-    bar.close()
-    model.eval()
-    return pd.DataFrame(rows)
 
 
 def sft_step_fn(model: Any, examples: Sequence[tuple[list[int], int]], end_weight: float = 1.0):

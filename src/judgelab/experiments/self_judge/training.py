@@ -24,13 +24,15 @@ self-evaluation alone) and ``no_distill`` (the combined label, KL weight 0: both
 label independently). Training examples whose label is missing (an invalid self-evaluation) are left out
 and counted in the training record.
 
-Resumable per variant: a finished variant's adapter directory (:func:`~judgelab.experiments.finetuning.save_adapter`,
-atomic, with the loss log and a record holding the adapter's sha256) is skipped on rerun.
+Resumable: a finished variant's adapter directory (:func:`~judgelab.experiments.finetuning.save_adapter`,
+atomic, with the loss log and a record holding the adapter's sha256) is skipped on rerun, and a variant
+stopped midway resumes from its checkpoint (:mod:`judgelab.experiments.train_loop`, every 180 s).
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,18 +154,36 @@ def build_examples(tm: Any, questions: Sequence[str], answers: Sequence[str], re
     return Examples(t, s, y, dropped)
 
 
+def examples_digest(examples: Examples, variant: Variant, kl_over: str) -> str:
+    """What a checkpoint must have been trained on to be resumed: the encoded prompts, the labels and the
+    loss weights (the optimiser settings are in the loop's own signature)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"teacher": examples.teacher, "student": examples.student, "targets": examples.targets,
+                       "ce_student": variant.ce_student, "kl": variant.kl, "kl_over": kl_over})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def train_judge(tm: Any, examples: Examples, variant: Variant, config: TrainConfig = PAPER_TRAIN, *,
-                kl_over: str = "vocab", progress: bool = True) -> tuple[Any, pd.DataFrame]:
+                kl_over: str = "vocab", progress: bool = True, checkpoint: Path | None = None,
+                checkpoint_seconds: float = 180.0, on_step: Any = None) -> tuple[Any, pd.DataFrame]:
     """LoRA-train a copy of ``tm.model`` (a TransformersModel's HF model) with :func:`self_distillation_loss`.
 
-    Each step takes ``batch_size`` answers (a seeded shuffle per epoch), runs teacher and student prompts in
+    Each step takes ``batch_size`` answers (epochs of seeded permutations,
+    :func:`~judgelab.experiments.train_loop.batch_schedule`), runs teacher and student prompts in
     micro-batches of ``micro_batch_size`` (left-padded, last position only:
-    :func:`~judgelab.experiments.finetuning.answer_logits`), accumulates gradients, clips and steps AdamW.
-    Returns the peft model (adapters unmerged, eval mode) and the per-step log.
+    :func:`~judgelab.experiments.finetuning.answer_logits`), accumulates gradients, clips and steps AdamW
+    (:func:`~judgelab.experiments.train_loop.train_loop`). With ``checkpoint`` (a folder) the run saves its
+    state there every ``checkpoint_seconds`` and a rerun resumes it: a judge that trains for hours on a CPU
+    survives the end of a session. Returns the peft model (adapters unmerged, eval mode) and the per-step log.
     """
+    import tempfile
+
     import torch
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
+
+    from judgelab.experiments.train_loop import train_loop
 
     n = len(examples.targets)
     if n == 0:
@@ -172,23 +192,12 @@ def train_judge(tm: Any, examples: Examples, variant: Variant, config: TrainConf
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(copy.deepcopy(tm.model), lora)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     pad = tm.tokenizer.pad_token_id if tm.tokenizer.pad_token_id is not None else tm.tokenizer.eos_token_id
     digits = digit_token_ids(tm)
-    rng = np.random.default_rng(config.seed)
-    steps = config.steps(n)
-    order: list[int] = []
-    rows, t0 = [], time.time()
-    bar = tqdm(range(steps), desc=f"train {variant.name}", unit="step", disable=not progress)
-    for step in bar:
-        while len(order) < min(config.batch_size, n):
-            order.extend(rng.permutation(n).tolist())
-        batch, order = order[: min(config.batch_size, n)], order[min(config.batch_size, n):]
-        opt.zero_grad(set_to_none=True)
+
+    def step(batch: list[int], size_of_batch: int) -> dict[str, float]:
         parts_sum = {"loss": 0.0, "ce_teacher": 0.0, "ce_student": 0.0, "kl": 0.0}
-        size = config.micro_batch_size or len(batch)
+        size = config.micro_batch_size or size_of_batch
         for start in range(0, len(batch), size):
             idx = batch[start : start + size]
             t_logits = answer_logits(model, [examples.teacher[i] for i in idx], pad)
@@ -196,19 +205,20 @@ def train_judge(tm: Any, examples: Examples, variant: Variant, config: TrainConf
             loss, parts = self_distillation_loss(t_logits, s_logits, [examples.targets[i] for i in idx],
                                                  ce_student=variant.ce_student, kl=variant.kl,
                                                  digit_ids=digits, kl_over=kl_over)
-            w = len(idx) / len(batch)
+            w = len(idx) / size_of_batch
             (loss * w).backward()
             parts_sum["loss"] += float(loss.detach()) * w
             for k, v in parts.items():
                 parts_sum[k] += v * w
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        opt.step()
-        rows.append({"step": step + 1, **parts_sum, "lr": config.lr, "examples": (step + 1) * len(batch),
-                     "seconds": time.time() - t0})
-        bar.set_postfix(loss=f"{parts_sum['loss']:.3f}")
-    bar.close()
-    model.eval()
-    return model, pd.DataFrame(rows)
+        return parts_sum
+
+    digest = examples_digest(examples, variant, kl_over)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(checkpoint) if checkpoint is not None else Path(tmp) / "checkpoint"
+        log = train_loop(model, step, n, config, ckpt, digest,
+                         checkpoint_seconds=checkpoint_seconds if checkpoint is not None else float("inf"),
+                         progress=progress, desc=f"train {variant.name}", on_step=on_step)
+    return model, log
 
 
 def adapter_path(results_dir: Path, judge: str, variant: str) -> Path:
@@ -219,9 +229,11 @@ def adapter_path(results_dir: Path, judge: str, variant: str) -> Path:
 
 def train_variant(tm: Any, labels: pd.DataFrame, variant: str | Variant, results_dir: Path, *,
                   config: TrainConfig = PAPER_TRAIN, combination: str = "mean", kl_over: str = "vocab",
-                  judge: str | None = None, progress: bool = True) -> dict[str, Any]:
+                  judge: str | None = None, progress: bool = True, checkpoint_seconds: float = 180.0,
+                  on_step: Any = None) -> dict[str, Any]:
     """Train one variant on ``labels`` (a training-labels table with ``instruction``, ``answer`` and
-    ``reference`` joined) unless its adapter is already saved; return its training record."""
+    ``reference`` joined) unless its adapter is already saved; return its training record. A run stopped
+    midway resumes from ``<adapter>.checkpoint`` (removed once the adapter is saved)."""
     import json
 
     v = VARIANTS[variant] if isinstance(variant, str) else variant
@@ -233,17 +245,23 @@ def train_variant(tm: Any, labels: pd.DataFrame, variant: str | Variant, results
     ex = build_examples(tm, labels["instruction"].tolist(), labels["answer"].tolist(),
                         labels["reference"].tolist(), y.tolist())
     t0 = time.time()
-    model, log = train_judge(tm, ex, v, config, kl_over=kl_over, progress=progress)
+    ckpt = path.with_name(path.name + ".checkpoint")
+    model, log = train_judge(tm, ex, v, config, kl_over=kl_over, progress=progress, checkpoint=ckpt,
+                             checkpoint_seconds=checkpoint_seconds, on_step=on_step)
     meta = {"variant": v.name, "description": v.description, "label": v.label, "combination": combination,
             "ce_student": v.ce_student, "kl": v.kl, "kl_over": kl_over, "judge": judge,
             "base_fingerprint": tm.fingerprint, "n_examples": len(ex.targets), "n_dropped": ex.n_dropped,
             "label_counts": {str(k): int(c) for k, c in y.value_counts().sort_index().items()},
-            "steps": int(len(log)), "train": config.as_dict(), "seconds": round(time.time() - t0, 1),
+            "steps": int(len(log)), "train": config.as_dict(),
+            # training time over every session of the run (the loop's clock survives a resume)
+            "seconds": round(float(log["seconds"].iloc[-1]) if len(log) else time.time() - t0, 1),
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
     from judgelab.profiles import hardware
 
     meta["hardware"] = hardware()
-    return save_adapter(model, path, log.assign(variant=v.name), meta)
+    record = save_adapter(model, path, log.assign(variant=v.name), meta)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the adapter is saved: its checkpoint is spent
+    return record
 
 
 def trained_fingerprint(base: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
