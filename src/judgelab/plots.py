@@ -295,3 +295,84 @@ def score_histograms(hist: pd.DataFrame, subset: str, panels: list[tuple[str, st
     fig.supxlabel("score (0-10)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _message_axes(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True,
+            color="#4d4d4d")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def selective_curves(curves: pd.DataFrame, panels: list[tuple[str, list[str]]], names: dict[str, str] | None = None,
+                     ylabel: str = "mean quality of the accepted answers", message: str = "not computed yet"):
+    """Selective instruction following: the mean true quality of the accepted answers against the share
+    accepted (coverage), one line per method, with the oracle (black, dashed) and random acceptance (grey,
+    dotted) in every panel.
+
+    ``curves`` is a long table with columns ``method``, ``coverage`` and ``mean_quality`` (one row per method
+    and coverage, e.g. :func:`judgelab.experiments.self_judge.evaluation.selective_table`'s); ``panels`` lists
+    ``(title, methods)``; ``names`` maps a method to its legend label. A panel none of whose methods has rows
+    shows ``message`` instead of axes (a stage not run yet), so the figure can be glued in every state.
+    """
+    names = names or {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False)
+    have = set(curves["method"]) if "method" in curves.columns else set()
+    palette = sns.color_palette("colorblind", max(len(m) for _, m in panels) or 1)
+    for ax, (title, methods) in zip(axes[0], panels):
+        ax.set_title(title, fontsize=10)
+        if not any(m in have for m in methods):
+            _message_axes(ax, message)
+            continue
+        for color, m in zip(palette, methods):
+            g = curves[curves["method"] == m].sort_values("coverage")
+            if len(g):
+                ax.plot(g["coverage"], g["mean_quality"], lw=1.4, color=color, label=names.get(m, m))
+        for m, style, color in (("oracle", "--", "black"), ("random", ":", "grey")):
+            g = curves[curves["method"] == m].sort_values("coverage")
+            if len(g):
+                ax.plot(g["coverage"], g["mean_quality"], ls=style, lw=1.2, color=color, label=names.get(m, m))
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("coverage (share of answers accepted)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: never on a curve
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    return fig
+
+
+def pearson_intervals(paper: pd.DataFrame, message: str = "not evaluated yet"):
+    """Pearson r x 100 per method: ours pooled over all answers with its 95 % interval (dots and bars), the
+    paper's per-model average beside it (open diamonds; another test set), one panel per setting.
+
+    ``paper`` has the columns of :func:`judgelab.experiments.self_judge.evaluation.paper_comparison`
+    (``setting``, ``method``, ``paper_r100``, ``ours_pooled_r100``, ``ours_pooled_low``, ``ours_pooled_high``).
+    Rows with neither number are left out; a setting with none of ours shows ``message``.
+    """
+    settings = ["with reference", "without reference"]
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        ax.set_title(setting.capitalize(), fontsize=10)
+        cols = {"setting", "method", "paper_r100", "ours_pooled_r100", "ours_pooled_low", "ours_pooled_high"}
+        t = paper[paper["setting"] == setting] if cols <= set(paper.columns) else None
+        if t is not None:
+            t = t[t["ours_pooled_r100"].notna() | t["paper_r100"].notna()].reset_index(drop=True)
+        if t is None or t["ours_pooled_r100"].notna().sum() == 0:
+            _message_axes(ax, message)
+            continue
+        y = np.arange(len(t))[::-1]
+        ours = t["ours_pooled_r100"].to_numpy(float)
+        lo, hi = t["ours_pooled_low"].to_numpy(float), t["ours_pooled_high"].to_numpy(float)
+        ok = np.isfinite(ours)
+        ax.errorbar(ours[ok], y[ok], xerr=np.vstack([ours[ok] - lo[ok], hi[ok] - ours[ok]]), fmt="o", ms=5,
+                    color=SOURCE_COLORS["human"], ecolor=SOURCE_COLORS["human"], capsize=3, lw=1,
+                    label="ours (pooled, 95 % interval)")
+        pr = t["paper_r100"].to_numpy(float)
+        pk = np.isfinite(pr)
+        ax.scatter(pr[pk], y[pk], marker="D", s=34, facecolors="none", edgecolors=SOURCE_COLORS["gpt4"],
+                   label="paper (average over models)", zorder=3)
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set_yticks(y, t["method"])
+        ax.set_xlabel("Pearson r x 100 with GPT-4's score")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: never on a point
+    fig.tight_layout()
+    return fig
