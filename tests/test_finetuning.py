@@ -218,6 +218,80 @@ def test_train_lora_leaves_base_untouched_and_logs(tiny, tmp_path):
     assert (tmp_path / "a" / ft.LOG_FILE).is_file()
 
 
+
+def _plain_train_lora(tm, prompts, labels, config):
+    """The training loop as it was before it could resume (kept verbatim as the reference): the resumable
+    loop must train exactly as this one did, or a live rerun of the committed book would not reproduce
+    its adapters."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(config.seed)
+    model = get_peft_model(copy.deepcopy(tm.model), LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules), task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    seqs = [tm.encode(p) for p in prompts]
+    targets = [ft.answer_token_id(tm, lab) for lab in labels]
+    n, rng, groups, order, losses = len(seqs), np.random.default_rng(config.seed), ft._prefix_groups(seqs), [], []
+    for _ in range(config.steps(n)):
+        while len(order) < config.batch_size:
+            for g in rng.permutation(len(groups)):
+                order.extend(rng.permutation(groups[g]).tolist())
+        batch, order = order[: min(config.batch_size, n)], order[min(config.batch_size, n):]
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for idx in ft._micro_batches(batch, seqs, config.micro_batch_size if not config.share_prefix else None):
+            fn = ft.shared_prefix_logits if config.share_prefix else ft.answer_logits
+            logits = fn(model, [seqs[i] for i in idx], tm.tokenizer.pad_token_id)
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([targets[i] for i in idx]),
+                                                     reduction="sum") / len(batch)
+            loss.backward()
+            total += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        opt.step()
+        losses.append(total)
+    return model, losses
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_train_lora_trains_as_the_plain_loop_did_and_resumes(tiny, tmp_path, share_prefix):
+    import torch
+
+    from judgelab.experiments.train_loop import TrainingInterrupted
+
+    arts = ["A long article. " * 20, "Another story here. " * 15]
+    prompts = [_messages(a, s1, s2) for a in arts for s1, s2 in (("Cat sat.", "Dog ran."), ("Dog ran.", "Cat sat."),
+                                                                 ("A bird.", "A fish."))]
+    labels = ["1", "2", "1", "2", "1", "2"]
+    cfg = ft.TrainConfig(batch_size=4, micro_batch_size=2, epochs=2, lr=1e-2, lora_dropout=0.1,
+                         share_prefix=share_prefix, target_modules=("q_proj", "v_proj"))  # 3 steps
+    ref_model, ref_losses = _plain_train_lora(tiny, prompts, labels, cfg)
+    model, log = ft.train_lora(tiny, prompts, labels, cfg, progress=False)
+    np.testing.assert_allclose(log["loss"], ref_losses, rtol=1e-6)
+    ref_w = {k: v for k, v in ref_model.state_dict().items() if "lora" in k}
+    assert ref_w and all(torch.allclose(v, model.state_dict()[k], atol=1e-7) for k, v in ref_w.items())
+
+    def stop_after_two(step):
+        if step == 2:
+            raise TrainingInterrupted("killed")
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(TrainingInterrupted):
+        ft.train_lora(tiny, prompts, labels, cfg, progress=False, checkpoint=ckpt, checkpoint_seconds=0.0,
+                      on_step=stop_after_two)
+    seen = []
+    resumed, log2 = ft.train_lora(tiny, prompts, labels, cfg, progress=False, checkpoint=ckpt,
+                                  checkpoint_seconds=0.0, on_step=seen.append)
+    assert seen == [3]
+    np.testing.assert_allclose(log2["loss"], ref_losses, rtol=1e-6)
+    assert all(torch.allclose(v, resumed.state_dict()[k], atol=1e-7) for k, v in ref_w.items())
+
+
 # --- live end to end (about a minute on an idle 2-core CPU: part of the default run, as issue 5 asks) -----
 # --- tables and figures ------------------------------------------------------------------------------------
 def _variants() -> pd.DataFrame:

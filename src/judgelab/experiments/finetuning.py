@@ -387,44 +387,52 @@ def shared_prefix_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int,
 
 
 # --- training ----------------------------------------------------------------------------------------------
+def article_schedule(seqs: Sequence[Sequence[int]], config: TrainConfig) -> list[list[int]]:
+    """Every step's example indices, fixed by the seed: epochs in which the articles come in random order and
+    each article's examples in random order, so that a batch is (mostly) one article's examples and shares
+    its prefix; cut in batches of ``batch_size`` (all examples when there are fewer)."""
+    n = len(seqs)
+    rng = np.random.default_rng(config.seed)
+    groups = _prefix_groups(seqs)
+    order: list[int] = []
+    batches = []
+    for _ in range(config.steps(n)):
+        while len(order) < config.batch_size:
+            for g in rng.permutation(len(groups)):
+                order.extend(rng.permutation(groups[g]).tolist())
+        batches.append(order[: min(config.batch_size, n)])
+        order = order[min(config.batch_size, n):]
+    return batches
+
+
 def train_lora(tm: Any, prompts: Sequence[Prompt], labels: Sequence[str], config: TrainConfig,
-               progress: bool = True, desc: str = "fine-tune") -> tuple[Any, pd.DataFrame]:
+               progress: bool = True, desc: str = "fine-tune", *, checkpoint: Path | None = None,
+               checkpoint_seconds: float = 180.0, on_step: Any = None) -> tuple[Any, pd.DataFrame]:
     """LoRA-fine-tune a copy of ``tm.model`` (a :class:`TransformersModel`'s HF model) on (prompt, label).
 
-    Returns the peft model (adapters unmerged) and the per-step log: ``step, loss, p_label, lr, examples,
-    seconds``. ``tm.model`` itself is left untouched.
+    Batches follow :func:`article_schedule`; the loop is :func:`judgelab.experiments.train_loop.train_loop`,
+    so with ``checkpoint`` (a folder) a run of hours saves its state every ``checkpoint_seconds`` and a rerun
+    resumes it (the paper's N = 500 cell trains for hours on a CPU). Returns the peft model (adapters
+    unmerged) and the per-step log: ``step, loss, p_label, grad_norm, lr, examples, seconds``.
+    ``tm.model`` itself is left untouched.
     """
+    import hashlib
+
     import torch
     from peft import LoraConfig, get_peft_model
-    from tqdm.auto import tqdm
+
+    from judgelab.experiments.train_loop import train_loop
 
     torch.manual_seed(config.seed)
     base = copy.deepcopy(tm.model)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     seqs = [tm.encode(p) for p in prompts]
     targets = [answer_token_id(tm, lab) for lab in labels]
     pad = tm.tokenizer.pad_token_id
-    n = len(seqs)
-    steps = config.steps(n)
-    rng = np.random.default_rng(config.seed)
-    groups = _prefix_groups(seqs)
-    order: list[int] = []
-    rows = []
-    t0 = time.time()
-    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
-    for step in bar:
-        while len(order) < config.batch_size:
-            # an epoch: articles in random order, each article's examples in random order, so that a batch
-            # is (mostly) one article's examples and shares its prefix
-            for g in rng.permutation(len(groups)):
-                order.extend(rng.permutation(groups[g]).tolist())
-        batch, order = order[: min(config.batch_size, n)], order[min(config.batch_size, n):]
-        opt.zero_grad(set_to_none=True)
+
+    def step(batch: list[int], size_of_batch: int) -> dict[str, float]:
         total, p_label = 0.0, 0.0
         for idx in _micro_batches(batch, seqs, config.micro_batch_size if not config.share_prefix else None):
             if config.share_prefix:
@@ -432,18 +440,20 @@ def train_lora(tm: Any, prompts: Sequence[Prompt], labels: Sequence[str], config
             else:
                 logits = answer_logits(model, [seqs[i] for i in idx], pad)
             target = torch.tensor([targets[i] for i in idx], device=logits.device)
-            loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum") / len(batch)
+            loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum") / size_of_batch
             loss.backward()
             total += float(loss.detach())
-            p_label += float(torch.softmax(logits.detach(), -1).gather(1, target[:, None]).sum()) / len(batch)
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        opt.step()
-        rows.append({"step": step + 1, "loss": total, "p_label": p_label, "lr": config.lr,
-                     "examples": (step + 1) * len(batch), "seconds": time.time() - t0})
-        bar.set_postfix(loss=f"{total:.3f}")
-    bar.close()
-    model.eval()
-    return model, pd.DataFrame(rows)
+            p_label += float(torch.softmax(logits.detach(), -1).gather(1, target[:, None]).sum()) / size_of_batch
+        return {"loss": total, "p_label": p_label}
+
+    digest = hashlib.sha256(json.dumps([seqs, targets]).encode()).hexdigest()[:16]
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(checkpoint) if checkpoint is not None else Path(tmp) / "checkpoint"
+        # reseed=False: the seed above also drives the training's dropout, as it did before the shared loop
+        log = train_loop(model, step, len(seqs), config, ckpt, digest, schedule=article_schedule(seqs, config),
+                         reseed=False, checkpoint_seconds=checkpoint_seconds if checkpoint is not None else float("inf"),
+                         progress=progress, desc=desc, on_step=on_step)
+    return model, log
 
 
 def _prefix_groups(seqs: Sequence[Sequence[int]], min_prefix: int = 32) -> list[list[int]]:
@@ -696,14 +706,18 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
                                                seed=prof.train.seed)
                         msgs = example_messages(ex, articles)
                         t0 = time.time()
+                        ckpt = path.with_name(path.name + ".checkpoint")
                         peft_model, log = train_lora(tm, msgs, ex["label"].tolist(), prof.train, progress,
-                                                     desc=f"fine-tune {name}")
+                                                     desc=f"fine-tune {name}", checkpoint=ckpt)
                         meta = {"judge": me, "variant": variant, "trained_on": trained_on, "n_train": n,
                                 "n_examples": len(ex), "n_dropped_ties": 8 * n - len(ex), "steps": len(log),
-                                "train": prof.train.as_dict(), "train_seconds": time.time() - t0,
+                                "train": prof.train.as_dict(),
+                                # over every session of the run (the loop's clock survives a resume)
+                                "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else time.time() - t0,
                                 "base_fingerprint": base_fp, "hardware": hardware(),
                                 "date": time.strftime("%Y-%m-%d")}
                         meta = save_adapter(peft_model, path, log, meta)
+                        shutil.rmtree(ckpt, ignore_errors=True)  # spent once the adapter is saved
                         del peft_model
                     meta = json.loads((path / META_FILE).read_text())
                     fp = variant_fingerprint(base_fp, meta)

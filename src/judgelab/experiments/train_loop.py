@@ -60,18 +60,27 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def train_loop(model: Any, step_fn: Callable[[list[int], int], dict[str, float]], n_items: int,
                config: Any, ckpt: Path, data_digest: str, *, checkpoint_seconds: float = 180.0,
                progress: bool = True, desc: str = "train",
-               on_step: Callable[[int], None] | None = None) -> pd.DataFrame:
+               on_step: Callable[[int], None] | None = None, schedule: list[list[int]] | None = None,
+               reseed: bool = True) -> pd.DataFrame:
     """Optimise the trainable parameters of ``model`` (a peft model) over the fixed :func:`batch_schedule`.
 
     ``step_fn(batch, batch_size)`` runs forward and backward for one batch (accumulating gradients) and
     returns the step's metrics (``loss`` first). Resumes from ``ckpt/state.pt`` when it is there; a
     checkpoint of other settings or data is refused, naming the file. Returns the per-step log.
+
+    ``schedule``: the batches to run instead of :func:`batch_schedule` (e.g. chapter 4's, which keeps one
+    article's examples together); it is part of the checkpoint's signature. ``reseed``: seed torch with
+    ``config.seed`` before a fresh run (dropout draws); ``False`` keeps the caller's RNG state, so a loop
+    that seeded before building its LoRA model trains exactly as it did before this loop existed.
     """
     import torch
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
 
-    schedule = batch_schedule(n_items, config)
+    if schedule is None:
+        schedule = batch_schedule(n_items, config)
+    else:
+        data_digest = hashlib.sha256(json.dumps([data_digest, schedule]).encode()).hexdigest()[:16]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sig = _signature(config, data_digest)
@@ -87,7 +96,7 @@ def train_loop(model: Any, step_fn: Callable[[list[int], int], dict[str, float]]
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start, rows, elapsed = state["step"], state["log"], state["seconds"]
-    else:
+    elif reseed:
         torch.manual_seed(config.seed)
     model.train()
     t0, last_save = time.time() - elapsed, time.time()
