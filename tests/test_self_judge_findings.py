@@ -19,7 +19,7 @@ def _progress(state, done, total, missing="eval_scores.csv, pearson.csv"):
 
 def test_pending_sentence_says_how_far_a_running_stage_is():
     s = F.pending_sentence(_progress("in progress", 608, 1280), "evaluate")
-    assert s.startswith("**In progress.**") and "608 of 1,280 judge calls on the evaluation answers, 48 %" in s
+    assert s.startswith("**In progress.**") and "stored so far: 608 of 1,280 judge calls on the evaluation answers (48 %)" in s
     assert "`eval_scores.csv`, `pearson.csv`" in s and "complete (" not in s
 
 
@@ -30,6 +30,9 @@ def test_pending_sentence_for_a_stage_not_started_computed_or_done():
     done = F.pending_sentence(_progress("done", 1280, 1280, missing=""), "evaluate")
     assert "is complete" in done and "Not yet" not in done and "In progress" not in done
     assert "not part of this run" in F.pending_sentence(_progress("done", 1, 1), "train")
+    brief = F.pending_sentence(_progress("in progress", 608, 1280), "evaluate", brief=True)
+    assert brief.startswith("*Pending: ") and "in progress, 608 of 1,280" in brief and "`eval_scores.csv`" not in brief
+    assert F.pending_sentence(_progress("done", 1280, 1280, ""), "evaluate", brief=True).startswith("The evaluation")
 
 
 def test_progress_sentence_lists_running_and_waiting_stages():
@@ -38,7 +41,7 @@ def test_progress_sentence_lists_running_and_waiting_stages():
                    _progress("not started", 0, 4).assign(stage="train")], ignore_index=True)
     s = F.progress_sentence(p)
     assert s.startswith("1 of 3 stages are complete (`speed`)")
-    assert "in progress: `answers` (380 of 720 answers generated, 53 %)" in s and "not started: `train`" in s
+    assert "in progress: `answers`, 380 of 720 answers generated (53 %)" in s and "not started: `train`" in s
     all_done = F.progress_sentence(p.assign(state="done"))
     assert "3 of 3 stages are complete: every table" in all_done and "not started" not in all_done
 
@@ -58,6 +61,8 @@ def test_speed_sentence_says_whether_the_policy_is_the_fastest():
     slow = F.speed_sentence(_speed(10.0, 25.0), "small@llama.cpp")
     assert "is not the fastest: big@llama.cpp decodes 2.5x" in slow
     assert "not among the timed" in F.speed_sentence(_speed(10.0, 25.0), "other")
+    one = F.speed_sentence(_speed(29.2, 11.2).iloc[:1].assign(prompts=1), "small@llama.cpp")
+    assert "the same 1 training instruction (" in one and "the only candidate timed" in one
 
 
 def test_runtime_sentence_compares_llamacpp_with_transformers():
@@ -185,7 +190,7 @@ def test_comparison_sentence_follows_the_paired_interval():
                                  "selfeval_ref_cosine", "cosine")
     assert "not distinguishable (the interval includes 0)" in flat
     no_iv = F.comparison_sentence(_diffs([("a", "b", 0.5, 0.4, np.nan, np.nan)]), "a", "b")
-    assert "no interval" in no_iv
+    assert "difference +0.10; too few questions for an interval." in no_iv and "higher" not in no_iv
     assert "not computed" in F.comparison_sentence(_diffs([]).reindex(columns=["a", "b", "diff", "note"]), "x", "y")
 
 
@@ -245,12 +250,15 @@ def test_length_sentence_says_which_methods_beat_length():
     assert "pooled r = 0.30" in s and "beats it: Cosine (+0.20 [0.10, 0.30])" in s
     assert "does worse: Self-eval (without reference)" in s and "not distinguishable: Perplexity" in s
     assert "No method beats answer length" in F.length_sentence(d.iloc[1:])
+    no_iv = F.length_sentence(d.assign(low=np.nan, high=np.nan))
+    assert "too few questions for an interval: Cosine (0.20)" in no_iv and "No method beats" not in no_iv
 
 
 # --- selective following -----------------------------------------------------------------------------------------
 def _selective(norm, lo, hi):
     return pd.DataFrame({"method": ["cosine", "length_words"], "normalised": norm, "normalised_low": lo,
-                         "normalised_high": hi, "random_area": 3.8, "oracle_area": 4.6, "quality_at_0.2": [4.4, 4.0]})
+                         "normalised_high": hi, "random_area": 3.8, "oracle_area": 4.6, "quality_at_0.2": [4.4, 4.0],
+                         "n": 640})
 
 
 def test_selective_sentence_says_which_methods_beat_random():
@@ -259,6 +267,8 @@ def test_selective_sentence_says_which_methods_beat_random():
     assert "Better than random: Cosine." in s and "The best, Cosine, keeps a mean GPT-4 score of 4.40" in s
     none = F.selective_sentence(_selective([0.05, -0.1], [-0.1, -0.3], [0.2, 0.1]))
     assert "No method is distinguishably better than random acceptance" in none
+    few = F.selective_sentence(_selective([0.4, 0.1], [0.2, -0.1], [0.6, 0.3]).assign(n=2))
+    assert "With 2 answers the intervals are no basis for a direction." in few and "Better than" not in few
     own = F.selective_own_sentence(_selective([0.4, 0.1], [0.2, -0.1], [0.6, 0.3]).assign(
         method=["score", "length_words"], quality="proxy: reference-based self-evaluation by rater"))
     assert "**proxy**, reference-based self-evaluation by rater" in own and "mean proxy quality" in own
@@ -293,6 +303,7 @@ def test_best_of_n_sentence_follows_the_interval_around_a_tie():
     assert "at N = 8, the pick is preferred; 40 instructions, 5 picks identical" in up
     assert "the pick is dispreferred" in F.best_of_n_sentence(_bon(0.4, 0.33, 0.47))
     assert "not distinguishable from a tie" in F.best_of_n_sentence(_bon(0.52, 0.45, 0.59))
+    assert "too few instructions for a direction" in F.best_of_n_sentence(_bon(0.62, 0.55, 0.69).assign(n=2))
 
 
 # --- names and the paper --------------------------------------------------------------------------------------------
@@ -309,3 +320,21 @@ def test_method_names(col, name):
 def test_paper_sentence_quotes_the_papers_table():
     s = F.paper_sentence()
     assert "the two combined 59.98" in s and "trained 13B judge 58.65" in s and "from 12.03 to 15.90" in s
+
+
+def test_design_sentence_names_the_single_sample_limitation():
+    rec = {"profile": "book", "policy": "smollm2-135m-instruct@llama.cpp", "judge": "smollm2-135m-instruct",
+           "n_train": 400, "train_samples": 1, "n_heldout": 40, "best_of_n": 8, "max_new_tokens": 256,
+           "temperature": 0.7}
+    s = F.design_sentence(rec)
+    assert "answers 400 training instructions (1 sample each) and 40 held-out ones (8 samples each" in s
+    assert "(the policy's weights, in the transformers runtime)" in s and "**One sample per training instruction**" in s
+    several = F.design_sentence({**rec, "train_samples": 4, "judge": "other-judge"})
+    assert "(4 samples each)" in several and "One sample" not in several and "policy's weights" not in several
+
+
+def test_figure_message_is_empty_only_when_the_stage_is_done():
+    assert F.figure_message(_progress("done", 1280, 1280, ""), "evaluate") == ""
+    running = F.figure_message(_progress("in progress", 608, 1280), "evaluate")
+    assert running == "not yet run: stage evaluate has 608 of 1,280 judge calls on the evaluation answers (48 %)"
+    assert F.figure_message(_progress("not started", 0, 1280), "evaluate") == "not yet run: stage evaluate"

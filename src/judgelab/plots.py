@@ -297,8 +297,10 @@ def score_histograms(hist: pd.DataFrame, subset: str, panels: list[tuple[str, st
     return fig
 
 
-def _message_axes(ax, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True,
+def _message_axes(ax, message: str, width: int = 40) -> None:
+    import textwrap
+
+    ax.text(0.5, 0.5, textwrap.fill(message, width), ha="center", va="center", transform=ax.transAxes, fontsize=9,
             color="#4d4d4d")
     ax.set_xticks([])
     ax.set_yticks([])

@@ -383,6 +383,22 @@ PAPER_CLAIMS: tuple[tuple[str, str, str, tuple[str, str], tuple[str, str]], ...]
 )
 
 
+def comparison_pairs(variants: Sequence[str] = (), combination: str = "mean") -> list[tuple[str, str]]:
+    """The method pairs the chapter compares (:func:`pearson_differences`): the paper's claims, every method
+    against answer length, each candidate combination against ours, and the full Self-J judge against each
+    trained ablation (both settings)."""
+    pairs = [(a, b) for _, a, b, _, _ in PAPER_CLAIMS]
+    judges = ["cosine", "selfeval_ref", "selfeval_ref_cosine", "selfeval_free", "logprob"]
+    judges += [f"selfj_{v}_{w}" for v in variants for w in ("ref", "free")]
+    pairs += [(m, "length_words") for m in judges]
+    from judgelab.experiments.self_judge.selfeval import COMBINATIONS
+
+    pairs += [(f"selfeval_ref_cosine_{k}", f"selfeval_ref_cosine_{combination}") for k in COMBINATIONS
+              if k != combination]
+    pairs += [(f"selfj_self_j_{w}", f"selfj_{v}_{w}") for w in ("free", "ref") for v in variants if v != "self_j"]
+    return list(dict.fromkeys(pairs))
+
+
 def claims_table(diffs: pd.DataFrame) -> pd.DataFrame:
     """The paper's claims (:data:`PAPER_CLAIMS`) beside our paired differences: ``verdict`` is ``supported``
     where our interval lies above 0, ``contradicted`` below, ``not distinguishable`` where it spans 0, ``no

@@ -26,6 +26,8 @@ from judgelab.experiments.self_judge.evaluation import PAPER_PEARSON, POOLED
 PAPER_BEST_OF_N: tuple[tuple[str, float, float], ...] = (("AlpacaEval v1", 89.17, 92.48),
                                                          ("AlpacaEval v2", 12.03, 15.90))
 PAPER_N = 850  # the paper's test answers (five responding models), hub-only
+#: fewer resampled units (answers, instructions) than this and a bootstrap interval is no basis for a direction
+MIN_N = 10
 
 SOURCE_NAMES = {"self_instruct": "Self-Instruct", "alpaca_seed": "Alpaca seed tasks",
                 "prometheus_eval": "BiGGen-Bench", "mt_bench": "MT-bench / Vicuna-bench"}
@@ -33,7 +35,7 @@ SOURCE_NAMES = {"self_instruct": "Self-Instruct", "alpaca_seed": "Alpaca seed ta
 STAGE_NAMES = {"speed": "policy speed", "answers": "policy answers", "labels": "training labels",
                "evaluate": "evaluation of the untrained methods", "perplexity": "perplexity baseline",
                "train": "judge training", "evaluate_trained": "evaluation of the trained judges",
-               "best_of_n": "best-of-N and selective following on the policy's answers"}
+               "best_of_n": "best-of-N"}
 
 _BASE_NAMES: dict[str, str] = {
     "cosine": "Cosine",
@@ -129,13 +131,14 @@ def paper_sentence() -> str:
 
 # --- progress ---------------------------------------------------------------------------------------------------
 def _work(r) -> str:
-    share = f", {_pct(r.done / r.total)}" if r.total else ""
+    share = f" ({_pct(r.done / r.total)})" if r.total else ""
     return f"{_n(r.done)} of {_n(r.total)} {r.unit}{share}"
 
 
-def pending_sentence(progress: pd.DataFrame, stage: str) -> str:
+def pending_sentence(progress: pd.DataFrame, stage: str, brief: bool = False) -> str:
     """What the reader gets in place of a stage's results: that the stage is complete, or that it is pending
-    with how much of its work the stores hold ("608 of 1,280 judge calls ..."), and which tables will appear."""
+    with how much of its work the stores hold ("608 of 1,280 judge calls ..."), and which tables will appear.
+    ``brief``: one short line, for the second and later sections that wait on the same stage."""
     rows = progress[progress["stage"] == stage]
     if rows.empty:
         return f"The {STAGE_NAMES.get(stage, stage)} stage is not part of this run."
@@ -143,6 +146,9 @@ def pending_sentence(progress: pd.DataFrame, stage: str) -> str:
     name = STAGE_NAMES.get(stage, stage)
     if r.state == "done":
         return f"The {name} stage is complete (`{stage}`: {_work(r)}); its tables are read below."
+    if brief:
+        return (f"*Pending: the {name} stage (`{stage}`), {r.state}" + (f", {_work(r)}" if r.done else "")
+                + "; see above.*")
     tables = ", ".join(f"`{t}`" for t in str(r.missing_tables).split(", ") if t)
     if r.state == "not started":
         head = f"**Not yet run.** The {name} stage (`{stage}`) has not started in the {r.profile} profile's stores"
@@ -150,9 +156,23 @@ def pending_sentence(progress: pd.DataFrame, stage: str) -> str:
         head = (f"**Computed, not yet tabulated.** The stores hold all the work of the {name} stage (`{stage}`: "
                 f"{_work(r)}), but its tables have not been written")
     else:
-        head = f"**In progress.** The {name} stage (`{stage}`) is running: {_work(r)} are stored so far"
+        head = f"**In progress.** The {name} stage (`{stage}`) is running; stored so far: {_work(r)}"
     return (head + f"; the results shown here appear when it completes ({tables}). Nothing in this section is "
             "estimated from a partial run.")
+
+
+def figure_message(progress: pd.DataFrame, stage: str) -> str:
+    """The short text a figure shows in place of a pending stage's curves ("not yet run: ..." with the count
+    of work stored); empty when the stage is done."""
+    rows = progress[progress["stage"] == stage]
+    if rows.empty:
+        return f"{stage}: not part of this run"
+    r = next(rows.itertuples())
+    if r.state == "done":
+        return ""
+    if r.state == "not started":
+        return f"not yet run: stage {stage}"
+    return f"not yet run: stage {stage} has {_work(r)}"
 
 
 def progress_sentence(progress: pd.DataFrame) -> str:
@@ -166,10 +186,29 @@ def progress_sentence(progress: pd.DataFrame) -> str:
         return head + ": every table of this chapter is computed."
     parts = [head + (f" ({_list([f'`{s}`' for s in done['stage']])})" if len(done) else "")]
     if len(running):
-        parts.append("in progress: " + "; ".join(f"`{r.stage}` ({_work(r)})" for r in running.itertuples()))
+        parts.append("in progress: " + "; ".join(f"`{r.stage}`, {_work(r)}" for r in running.itertuples()))
     if len(waiting):
         parts.append("not started: " + _list([f"`{s}`" for s in waiting["stage"]]))
     return "; ".join(parts) + ". Sections whose stage is pending say so where their results will be."
+
+
+# --- the design --------------------------------------------------------------------------------------------------
+def design_sentence(record: dict) -> str:
+    """The profile's sizes (:meth:`~.run.SelfJudgeProfile.as_record`) in words, with the limitation a single
+    sample per training instruction brings."""
+    k = int(record["train_samples"])
+    same = record["judge"] == record["policy"] or str(record["policy"]).startswith(str(record["judge"]))
+    judge = (f"the judge is {record['judge']}" + (" (the policy's weights, in the transformers runtime)" if same
+                                                  else ""))
+    text = (f"Profile `{record['profile']}`: the policy {record['policy']} answers {_n(record['n_train'])} training "
+            f"instructions ({k} sample{'s' if k != 1 else ''} each) and {_n(record['n_heldout'])} held-out ones "
+            f"({_n(record['best_of_n'])} samples each, for best-of-N), at temperature {record['temperature']:g} and "
+            f"at most {_n(record['max_new_tokens'])} new tokens; {judge}.")
+    if k == 1:
+        text += (" **One sample per training instruction**: the paper samples several answers per instruction, so "
+                 "its judge learns how the quality of answers to one instruction varies; here each instruction "
+                 "contributes one answer and one label.")
+    return text
 
 
 # --- policy speed ----------------------------------------------------------------------------------------------
@@ -187,7 +226,8 @@ def speed_sentence(speed: pd.DataFrame, policy: str) -> str:
     parts = [f"{r.model} {r.tokens_per_s:.1f} tokens/s ({_n(r.generated_tokens)} tokens in {r.seconds:.1f} s)"
              for r in s.itertuples()]
     first = s.iloc[0]
-    head = (f"Answering the same {_n(first['prompts'])} training instructions (at most "
+    k = int(first["prompts"])
+    head = (f"Answering the same {_n(k)} training instruction{'s' if k != 1 else ''} (at most "
             f"{_n(first['max_new_tokens'])} new tokens, temperature {first['temperature']:g}, "
             f"{_n(first['threads'])} thread, {_load(lo, hi)}): " + "; ".join(parts) + ".")
     if policy not in set(s["model"]):
@@ -380,14 +420,13 @@ def comparison_sentence(diffs: pd.DataFrame, a: str, b: str, combination: str = 
         note = rows["note"].iloc[0] if len(rows) else "not computed"
         return f"{na} against {nb}: {note}."
     r = rows.iloc[0]
-    d = _signed(r["diff"], r["low"], r["high"])
+    head = f"{na} against {nb}: r {_f(r['r_a'])} vs {_f(r['r_b'])} on the {_n(r['n'])} answers both scored, "
     if not (_fin(r["low"]) and _fin(r["high"])):
-        how = "no interval (too few questions to resample)"
-    else:
-        side = _side(r["low"], r["high"])
-        how = ("higher" if side > 0 else "lower" if side < 0 else "not distinguishable (the interval includes 0)")
-    return (f"{na} against {nb}: r {_f(r['r_a'])} vs {_f(r['r_b'])} on the {_n(r['n'])} answers both scored, "
-            f"difference {d}: {how}.")
+        sign = "+" if float(r["diff"]) >= 0 else ""
+        return head + f"difference {sign}{_f(r['diff'])}; too few questions for an interval."
+    side = _side(r["low"], r["high"])
+    how = ("higher" if side > 0 else "lower" if side < 0 else "not distinguishable (the interval includes 0)")
+    return head + f"difference {_signed(r['diff'], r['low'], r['high'])}: {how}."
 
 
 def claims_sentence(claims: pd.DataFrame) -> str:
@@ -475,8 +514,11 @@ def length_sentence(diffs: pd.DataFrame, combination: str = "mean") -> str:
     t = diffs[(diffs["b"] == "length_words") & diffs["diff"].notna()]
     if t.empty:
         return "Answer length has not been compared with the other methods yet."
-    above, below, flat = [], [], []
+    above, below, flat, no_iv = [], [], [], []
     for r in t.itertuples():
+        if not (_fin(r.low) and _fin(r.high)):
+            no_iv.append(f"{method_name(r.a, combination)} ({_f(r.diff)})")
+            continue
         s = _side(r.low, r.high)
         (above if s > 0 else below if s < 0 else flat).append(
             f"{method_name(r.a, combination)} ({_signed(r.diff, r.low, r.high)})")
@@ -484,9 +526,10 @@ def length_sentence(diffs: pd.DataFrame, combination: str = "mean") -> str:
     text = f"Answer length alone correlates with GPT-4's score at pooled r = {_f(length_r)}. Against it (difference in r): "
     bits = [f"beats it: {'; '.join(above)}" if above else "",
             f"does worse: {'; '.join(below)}" if below else "",
-            f"not distinguishable: {'; '.join(flat)}" if flat else ""]
+            f"not distinguishable: {'; '.join(flat)}" if flat else "",
+            f"too few questions for an interval: {'; '.join(no_iv)}" if no_iv else ""]
     text += ". ".join(b for b in bits if b) + "."
-    if not above:
+    if not above and (below or flat):
         text += " No method beats answer length here."
     return text
 
@@ -505,11 +548,14 @@ def selective_sentence(selective: pd.DataFrame, combination: str = "mean", quali
             beat.append(method_name(r.method, combination))
     best = s.loc[s["normalised"].idxmax()] if s["normalised"].notna().any() else None
     first = s.iloc[0]
+    few = int(s["n"].min()) < MIN_N if "n" in s.columns else False
     text = (f"Accepting the answers a method scores highest, the mean {quality} of the accepted ones, averaged "
             f"over coverages, is {_f(first['random_area'])} for random acceptance and {_f(first['oracle_area'])} "
             "for the oracle. The share of the oracle's gain over random each method captures (0: chance, 1: "
             "oracle): " + "; ".join(parts) + ".")
-    if beat:
+    if few:
+        text += f" With {_n(s['n'].min())} answers the intervals are no basis for a direction."
+    elif beat:
         text += f" Better than random: {_list(beat)}."
     else:
         text += " No method is distinguishably better than random acceptance."
@@ -553,7 +599,8 @@ def best_of_n_sentence(bon: pd.DataFrame) -> str:
         parts = [f"N = {int(r.best_of)}: {_iv(r.win, r.win_low, r.win_high)}" for r in g.itertuples()]
         top = g.iloc[-1]
         side = _side(top["win_low"], top["win_high"], 0.5)
-        verdict = ("the pick is preferred" if side > 0 else "the pick is dispreferred" if side < 0
+        verdict = ("too few instructions for a direction" if int(top["n"]) < MIN_N else
+                   "the pick is preferred" if side > 0 else "the pick is dispreferred" if side < 0
                    else "not distinguishable from a tie")
         out.append(f"against the {base}: {'; '.join(parts)} (at N = {int(top['best_of'])}, {verdict}; "
                    f"{_n(top['n'])} instructions, {_n(top['n_identical'])} picks identical to the baseline)")
