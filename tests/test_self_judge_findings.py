@@ -169,8 +169,12 @@ def test_pearson_sentence_names_the_best_method_against_the_paper():
     s = F.pearson_sentence(_paper(40.0, 55.0), "with reference")
     assert "Cosine 40.0 [35.0, 45.0] (640 answers; paper 48.25)" in s and "640 answers, 3 unscored" in s
     assert "Self-eval + Cosine is the best here as in the paper" in s and "Self-J" not in s  # not evaluated: left out
+    assert "negatively" not in s and "not distinguishable" not in s
     flipped = F.pearson_sentence(_paper(60.0, 30.0), "with reference")
     assert "Cosine is the best here; in the paper it is Self-eval + Cosine" in flipped
+    neg = F.pearson_sentence(_paper(-12.0, 3.0), "with reference")
+    assert "Cosine correlates *negatively* with GPT-4's score" in neg
+    assert "Self-eval + Cosine: not distinguishable from no correlation" in neg
     assert "No method without reference" in F.pearson_sentence(_paper(1, 2), "without reference")
 
 
@@ -201,7 +205,7 @@ def _claims(verdicts):
 
 def test_claims_sentence_counts_verdicts_and_pending_claims():
     s = F.claims_sentence(_claims(["supported", "contradicted", "not distinguishable", "not run"]))
-    assert s.startswith("Of the 3 claims checked, 1 are supported") and "1 contradicted" in s
+    assert s.startswith("Of the 3 claims checked: 1 supported") and "1 contradicted" in s
     assert "- claim 0: supported (ours +5.0 [1.0, 9.0]; paper +12.13)" in s and "Not run yet: claim 3." in s
     assert "None of the paper's claims" in F.claims_sentence(_claims(["not run", "not run"]))
     assert "1 have no interval" in F.claims_sentence(_claims(["no interval", "supported"]))
@@ -215,7 +219,7 @@ def _pearson(rs: dict[str, float], model="pooled"):
 def test_combination_sentence_says_whether_ours_is_best():
     ours_best = F.combination_sentence(_pearson({"selfeval_ref_cosine_mean": 0.5, "selfeval_ref_cosine_product": 0.4,
                                                  "selfeval_ref_cosine_rank_mean": 0.45, "cosine": 0.9}))
-    assert "Ours (mean) is the best of the three" in ours_best and "a spread of 0.10" in ours_best
+    assert "Ours (mean) has the highest point estimate of the three" in ours_best and "a spread of 0.10" in ours_best
     not_best = F.combination_sentence(_pearson({"selfeval_ref_cosine_mean": 0.3, "selfeval_ref_cosine_product": 0.4,
                                                 "selfeval_ref_cosine_rank_mean": 0.45}))
     assert "is not the best: rank_mean is, ours 0.15 below it" in not_best
@@ -266,7 +270,9 @@ def test_selective_sentence_says_which_methods_beat_random():
     assert "3.80 for random acceptance and 4.60 for the oracle" in s and "Cosine 0.40 [0.20, 0.60]" in s
     assert "Better than random: Cosine." in s and "The best, Cosine, keeps a mean GPT-4 score of 4.40" in s
     none = F.selective_sentence(_selective([0.05, -0.1], [-0.1, -0.3], [0.2, 0.1]))
-    assert "No method is distinguishably better than random acceptance" in none
+    assert "No method is distinguishably better than random acceptance" in none and "Worse" not in none
+    worse = F.selective_sentence(_selective([0.4, -0.2], [0.2, -0.3], [0.6, -0.1]))
+    assert "Better than random: Cosine." in worse and "*Worse* than random: Answer length (words) (it accepts" in worse
     few = F.selective_sentence(_selective([0.4, 0.1], [0.2, -0.1], [0.6, 0.3]).assign(n=2))
     assert "With 2 answers the intervals are no basis for a direction." in few and "Better than" not in few
     own = F.selective_own_sentence(_selective([0.4, 0.1], [0.2, -0.1], [0.6, 0.3]).assign(

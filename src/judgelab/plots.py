@@ -320,13 +320,15 @@ def selective_curves(curves: pd.DataFrame, panels: list[tuple[str, list[str]]], 
     names = names or {}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), sharey=True, squeeze=False)
     have = set(curves["method"]) if "method" in curves.columns else set()
-    palette = sns.color_palette("colorblind", max(len(m) for _, m in panels) or 1)
+    every = list(dict.fromkeys(m for _, ms in panels for m in ms))
+    colors = dict(zip(every, sns.color_palette("colorblind", len(every) or 1)))  # one colour per method, all panels
     for ax, (title, methods) in zip(axes[0], panels):
         ax.set_title(title, fontsize=10)
         if not any(m in have for m in methods):
             _message_axes(ax, message)
             continue
-        for color, m in zip(palette, methods):
+        for m in methods:
+            color = colors[m]
             g = curves[curves["method"] == m].sort_values("coverage")
             if len(g):
                 ax.plot(g["coverage"], g["mean_quality"], lw=1.4, color=color, label=names.get(m, m))

@@ -148,7 +148,7 @@ def pending_sentence(progress: pd.DataFrame, stage: str, brief: bool = False) ->
         return f"The {name} stage is complete (`{stage}`: {_work(r)}); its tables are read below."
     if brief:
         return (f"*Pending: the {name} stage (`{stage}`), {r.state}" + (f", {_work(r)}" if r.done else "")
-                + "; see above.*")
+                + ".*")
     tables = ", ".join(f"`{t}`" for t in str(r.missing_tables).split(", ") if t)
     if r.state == "not started":
         head = f"**Not yet run.** The {name} stage (`{stage}`) has not started in the {r.profile} profile's stores"
@@ -401,6 +401,13 @@ def pearson_sentence(paper: pd.DataFrame, setting: str) -> str:
         parts.append(f"{r.method} {_iv(r.ours_pooled_r100, r.ours_pooled_low, r.ours_pooled_high, 1)} "
                      f"({_n(r.n)} answers{unscored}{p})")
     text = f"Pooled Pearson r x 100 {setting}: " + "; ".join(parts) + "."
+    neg = [str(r.method) for r in t.itertuples() if _side(r.ours_pooled_low, r.ours_pooled_high) < 0]
+    flat = [str(r.method) for r in t.itertuples() if _side(r.ours_pooled_low, r.ours_pooled_high) == 0]
+    if neg:
+        text += (f" {_list(neg)} correlate{'s' if len(neg) == 1 else ''} *negatively* with GPT-4's score (the "
+                 "interval lies below 0): answers scored higher tend to be the ones GPT-4 rated lower.")
+    if flat:
+        text += f" {_list(flat)}: not distinguishable from no correlation (the interval includes 0)."
     common = t[t["paper_r100"].notna()]
     if len(common) >= 2:
         ours_best = common.loc[common["ours_pooled_r100"].idxmax(), "method"]
@@ -436,8 +443,8 @@ def claims_sentence(claims: pd.DataFrame) -> str:
     if ran.empty:
         return "None of the paper's claims can be checked yet: their methods have not been evaluated."
     counts = ran["verdict"].value_counts()
-    head = (f"Of the {len(ran)} claims checked, {int(counts.get('supported', 0))} are supported (our interval "
-            f"above 0), {int(counts.get('contradicted', 0))} contradicted (below 0) and "
+    head = (f"Of the {len(ran)} claims checked: {int(counts.get('supported', 0))} supported (our interval "
+            f"above 0), {int(counts.get('contradicted', 0))} contradicted (below 0), "
             f"{int(counts.get('not distinguishable', 0))} not distinguishable")
     other = len(ran) - int(counts.get("supported", 0) + counts.get("contradicted", 0) +
                            counts.get("not distinguishable", 0))
@@ -466,7 +473,7 @@ def combination_sentence(pearson: pd.DataFrame, combination: str = "mean") -> st
     text = (f"The three candidate combinations give pooled r = {'; '.join(parts)}: a spread of {_f(spread)} in r "
             "from the choice of formula alone.")
     if best_name == combination:
-        text += f" Ours ({combination}) is the best of the three."
+        text += f" Ours ({combination}) has the highest point estimate of the three (paired comparisons below)."
     else:
         ours = combos[combos["method"] == f"selfeval_ref_cosine_{combination}"]
         gap = f", ours {_f(best['r'] - ours['r'].iloc[0])} below it" if len(ours) else ""
@@ -541,11 +548,12 @@ def selective_sentence(selective: pd.DataFrame, combination: str = "mean", quali
     if selective.empty:
         return "Selective following has not been computed yet."
     s = selective.copy()
-    parts, beat = [], []
+    parts, beat, worse = [], [], []
     for r in s.itertuples():
         parts.append(f"{method_name(r.method, combination)} {_iv(r.normalised, r.normalised_low, r.normalised_high)}")
-        if _side(r.normalised_low, r.normalised_high) > 0:
-            beat.append(method_name(r.method, combination))
+        side = _side(r.normalised_low, r.normalised_high)
+        if side:
+            (beat if side > 0 else worse).append(method_name(r.method, combination))
     best = s.loc[s["normalised"].idxmax()] if s["normalised"].notna().any() else None
     first = s.iloc[0]
     few = int(s["n"].min()) < MIN_N if "n" in s.columns else False
@@ -555,10 +563,13 @@ def selective_sentence(selective: pd.DataFrame, combination: str = "mean", quali
             "oracle): " + "; ".join(parts) + ".")
     if few:
         text += f" With {_n(s['n'].min())} answers the intervals are no basis for a direction."
-    elif beat:
-        text += f" Better than random: {_list(beat)}."
     else:
-        text += " No method is distinguishably better than random acceptance."
+        text += (f" Better than random: {_list(beat)}." if beat else
+                 " No method is distinguishably better than random acceptance.")
+        if worse:
+            text += (f" *Worse* than random: {_list(worse)} (it accepts the answers GPT-4 rated lower first)."
+                     if len(worse) == 1 else
+                     f" *Worse* than random: {_list(worse)} (they accept the answers GPT-4 rated lower first).")
     if best is not None:
         text += (f" The best, {method_name(best['method'], combination)}, keeps a mean {quality} of "
                  f"{_f(best['quality_at_0.2'])} on the 20 % it accepts first (all answers: {_f(first['random_area'])}).")
