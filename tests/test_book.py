@@ -59,7 +59,8 @@ def test_book_builds_without_warnings():
     assert not warnings, warnings[:20]
     for page in ["book/intro.html", "notebooks/01_data_tour.html", "notebooks/02_reanalysis.html",
                  "notebooks/02b_release_defects.html", "notebooks/03_open_models.html",
-                 "notebooks/04_finetuning.html", "notebooks/05_numerical_bias.html", "book/glossary.html"]:
+                 "notebooks/04_finetuning.html", "notebooks/05_numerical_bias.html",
+                 "notebooks/06_self_judge.html", "book/glossary.html"]:
         assert (book.html / page).is_file(), f"{page} was not rendered"
     tour = (book.html / "notebooks/01_data_tour.html").read_text()
     assert "<img" in tour, "the data tour rendered without its figure"

@@ -249,3 +249,20 @@ def test_comparison_pairs_cover_the_claims_length_combinations_and_ablations():
     assert ("selfeval_ref_cosine_mean", "selfeval_ref_cosine_mean") not in pairs
     assert ("selfj_self_j_free", "selfj_no_distill_free") in pairs and len(pairs) == len(set(pairs))
     assert ("selfeval_ref_cosine_mean", "selfeval_ref_cosine_rank_mean") in C.comparison_pairs([], "rank_mean")
+
+
+def test_the_api_profile_keeps_its_best_of_n_apart_from_the_book(tmp_path):
+    """api shares the book's folder and stores (same answers, an OpenAI rater): its best-of-N tables carry
+    ``_api`` and the api chapter reads only those, never the book's rater's."""
+    from judgelab.experiments.self_judge import run as sjrun
+
+    assert sjrun.bon_suffix(sjrun.self_judge_profile("api")) == "_api"
+    assert sjrun.bon_suffix(sjrun.self_judge_profile("book")) == ""
+    pd.DataFrame({"rater": ["book rater"]}).to_csv(tmp_path / "best_of_n.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "pearson.csv", index=False)
+    book = C.read_tables(tmp_path)
+    api = C.read_tables(tmp_path, "_api")
+    assert book["best_of_n.csv"]["rater"][0] == "book rater"
+    assert "best_of_n.csv" not in api and "pearson.csv" in api  # the api run has not rated yet
+    pd.DataFrame({"rater": ["openai:gpt-4o-mini"]}).to_csv(tmp_path / "best_of_n_api.csv", index=False)
+    assert C.read_tables(tmp_path, "_api")["best_of_n.csv"]["rater"][0] == "openai:gpt-4o-mini"

@@ -93,12 +93,14 @@ class SelfJudgeChapter:
         return s
 
 
-def read_tables(results_dir: Path | str) -> dict[str, pd.DataFrame]:
-    """Every stage table of :data:`STAGE_TABLES` found in ``results_dir``, by file name."""
+def read_tables(results_dir: Path | str, bon_suffix: str = "") -> dict[str, pd.DataFrame]:
+    """Every stage table of :data:`STAGE_TABLES` found in ``results_dir``, by file name. ``bon_suffix``
+    (the api profile's ``"_api"``): the best-of-N tables are read from ``<name><suffix>.csv`` instead (the
+    api profile shares the book's folder with another rater) and keep their plain names here."""
     out = {}
-    for names in STAGE_TABLES.values():
+    for stage, names in STAGE_TABLES.items():
         for n in names:
-            p = Path(results_dir) / n
+            p = Path(results_dir) / (n.replace(".csv", f"{bon_suffix}.csv") if stage == "best_of_n" else n)
             if p.is_file():
                 out[n] = pd.read_csv(p)
     return out
@@ -114,7 +116,7 @@ def load_chapter(profile: str | sjrun.SelfJudgeProfile = "book", *, live: bool |
     out = Path(results_dir) if results_dir is not None else sjrun.default_results_dir(prof.name)
     if not prof.replay:
         sjrun.run_self_judge(prof, stages or sjrun.STAGES, results_dir=out)
-    tables = read_tables(out)
+    tables = read_tables(out, sjrun.bon_suffix(prof))
     return SelfJudgeChapter(prof, out, tables, stage_progress(prof, out, tables))
 
 

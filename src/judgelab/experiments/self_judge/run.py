@@ -596,10 +596,14 @@ def stage_best_of_n(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path
     sel_table = sel.selective_summaries(own, ["score", "length_words"], quality="proxy_quality").assign(
         quality="proxy: reference-based self-evaluation by " + str(scored["rater"].iloc[0]), profile=prof.name)
     keep = [c for c in scored.columns if c not in ("answer", "instruction", "reference", "system_prompt")]
-    return {"heldout_scores.csv": write_csv(scored[keep], out / "heldout_scores.csv"),
-            "best_of_n_wins.csv": write_csv(wins, out / "best_of_n_wins.csv"),
-            "best_of_n.csv": write_csv(rates, out / "best_of_n.csv"),
-            "selective_own.csv": write_csv(sel_table, out / "selective_own.csv")}
+    tables = {"heldout_scores": scored[keep], "best_of_n_wins": wins, "best_of_n": rates, "selective_own": sel_table}
+    return {f"{k}{bon_suffix(prof)}.csv": write_csv(t, out / f"{k}{bon_suffix(prof)}.csv") for k, t in tables.items()}
+
+
+def bon_suffix(prof: SelfJudgeProfile) -> str:
+    """``""``, or ``"_api"`` for the api profile: it shares the book's folder and stores (the same answers,
+    another rater), so its best-of-N tables must not overwrite the book's."""
+    return "_api" if prof.name == "api" else ""
 
 
 _STAGE_FUNCS = {"speed": stage_speed, "answers": stage_answers, "labels": stage_labels, "evaluate": stage_evaluate,
