@@ -266,3 +266,39 @@ def test_the_api_profile_keeps_its_best_of_n_apart_from_the_book(tmp_path):
     assert "best_of_n.csv" not in api and "pearson.csv" in api  # the api run has not rated yet
     pd.DataFrame({"rater": ["openai:gpt-4o-mini"]}).to_csv(tmp_path / "best_of_n_api.csv", index=False)
     assert C.read_tables(tmp_path, "_api")["best_of_n.csv"]["rater"][0] == "openai:gpt-4o-mini"
+
+
+def _length_world(seed=0, n_q=60):
+    """Four answers per question; GPT-4's score = length effect + content; one method reads only length,
+    one only content, one reads length backwards."""
+    rng = np.random.default_rng(seed)
+    n = 4 * n_q
+    length = rng.integers(20, 400, size=n).astype(float)
+    content = rng.normal(size=n)
+    quality = 0.8 * np.log1p(length) + content + 0.3 * rng.normal(size=n)
+    return pd.DataFrame({"eval_set": "vicuna_eval", "question_id": np.repeat(np.arange(n_q), 4),
+                         "length_words": length, "gpt4_mean": quality,
+                         "reads_length": np.log1p(length) + 0.1 * rng.normal(size=n),
+                         "reads_content": content + 0.5 * rng.normal(size=n),
+                         "against_length": -np.log1p(length) + 0.1 * rng.normal(size=n)})
+
+
+def test_length_controlled_separates_length_from_content():
+    import statsmodels.api as sm
+
+    d = _length_world()
+    t = C.length_controlled(d, ["reads_length", "reads_content", "against_length", "absent"]).set_index("method")
+    # the partial r is the correlation of the two residuals on log length (statsmodels OLS)
+    L = sm.add_constant(np.log1p(d["length_words"]))
+    ex = sm.OLS(d["reads_content"], L).fit().resid
+    eq = sm.OLS(d["gpt4_mean"], L).fit().resid
+    assert t.loc["reads_content", "partial_r"] == pytest.approx(np.corrcoef(ex, eq)[0, 1], abs=1e-9)
+    # reading length correlates with GPT-4 but keeps nothing once length is fixed; content keeps its signal
+    assert t.loc["reads_length", "r_quality_low"] > 0
+    assert t.loc["reads_length", "partial_r_low"] < 0 < t.loc["reads_length", "partial_r_high"]
+    assert t.loc["reads_content", "partial_r_low"] > 0.3
+    assert t.loc["against_length", "r_length_high"] < 0 and t.loc["against_length", "r_quality_high"] < 0
+    assert t.loc["reads_length", "clusters"] == 60 and t.loc["reads_length", "n"] == 240
+    assert "no column absent" in t.loc["absent", "note"]
+    small = C.length_controlled(d[d["question_id"] < 3], ["reads_content"])
+    assert np.isnan(small["partial_r_low"].iloc[0]) and "only 3 questions" in small["note"].iloc[0]

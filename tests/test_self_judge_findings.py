@@ -344,3 +344,31 @@ def test_figure_message_is_empty_only_when_the_stage_is_done():
     running = F.figure_message(_progress("in progress", 608, 1280), "evaluate")
     assert running == "not yet run: stage evaluate has 608 of 1,280 judge calls on the evaluation answers (48 %)"
     assert F.figure_message(_progress("not started", 0, 1280), "evaluate") == "not yet run: stage evaluate"
+
+
+# --- signal beneath length ------------------------------------------------------------------------------------------
+def _lc(method, r_len, r_len_iv, partial, partial_iv, rq_len=0.38, rq_len_iv=(0.26, 0.50)):
+    return {"method": method, "r_quality": 0.1, "r_length": r_len, "r_length_low": r_len_iv[0],
+            "r_length_high": r_len_iv[1], "partial_r": partial, "partial_r_low": partial_iv[0],
+            "partial_r_high": partial_iv[1], "r_quality_length": rq_len, "r_quality_length_low": rq_len_iv[0],
+            "r_quality_length_high": rq_len_iv[1]}
+
+
+def test_length_controlled_sentence_says_when_nothing_lies_beneath():
+    t = pd.DataFrame([_lc("selfeval_ref", -0.25, (-0.36, -0.14), -0.02, (-0.12, 0.07)),
+                      _lc("cosine", 0.18, (0.02, 0.32), 0.04, (-0.06, 0.14))])
+    s = F.length_controlled_sentence(t)
+    assert "GPT-4's score rises with (log) answer length (r = +0.38 [0.26, 0.50])" in s
+    assert "fall as answers get longer: Self-eval (with reference) (-0.25 [-0.36, -0.14])" in s
+    assert "rise as answers get longer: Cosine (+0.18 [0.02, 0.32])" in s
+    assert "No method keeps a correlation with GPT-4 distinguishable from 0" in s and "remains" not in s
+
+
+def test_length_controlled_sentence_flips_with_its_table():
+    t = pd.DataFrame([_lc("selfeval_ref", 0.01, (-0.1, 0.1), 0.30, (0.2, 0.4), rq_len=-0.3, rq_len_iv=(-0.4, -0.2)),
+                      _lc("cosine", 0.0, (-0.1, 0.1), -0.2, (-0.3, -0.1))])
+    s = F.length_controlled_sentence(t)
+    assert "GPT-4's score falls with" in s and "fall as answers get longer" not in s
+    assert "Signal beyond length remains for Self-eval (with reference)." in s
+    assert "Beyond length, Cosine disagrees with GPT-4." in s and "No method keeps" not in s
+    assert F.length_controlled_sentence(t.iloc[0:0]) == "The length-controlled correlations have not been computed yet."

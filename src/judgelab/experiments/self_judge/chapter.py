@@ -23,7 +23,9 @@ Derived tables, computed here from those tables (no model):
 - :func:`pearson_differences` / :func:`claims_table` -- paired differences in pooled Pearson r between two
   methods on the same answers, with bootstrap intervals that resample *questions* (the four answers to one
   question are not independent: :mod:`judgelab.stats`' convention), and the paper's claims checked on them;
-- :func:`per_model_table` -- r with its interval per responding model, one row per method.
+- :func:`per_model_table` -- r with its interval per responding model, one row per method;
+- :func:`length_controlled` -- each method's r with GPT-4 beside its r with answer length and its partial r
+  once (log) length is held fixed: whether any signal lies beneath a length effect.
 """
 
 from __future__ import annotations
@@ -364,6 +366,71 @@ def pearson_differences(scores: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
                 f"only {k} questions: no interval" if k < min_clusters else "")
         rows.append({**base, "r_a": r_a, "r_b": r_b, "diff": r_a - r_b, "low": float(lo), "high": float(hi),
                      "n": n, "clusters": k, "note": note})
+    return pd.DataFrame(rows)
+
+
+
+#: the untrained and trained score columns :func:`length_controlled` examines in the chapter (those present)
+LENGTH_METHODS: tuple[str, ...] = ("cosine", "selfeval_ref", "selfeval_ref_cosine", "selfeval_free", "logprob",
+                                   "selfj_self_j_ref", "selfj_self_j_free")
+
+
+def length_controlled(scores: pd.DataFrame, methods: Sequence[str], quality: str = "gpt4_mean",
+                      length: str = "length_words", cluster: Sequence[str] = ("eval_set", "question_id"), *,
+                      level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                      min_clusters: int = 10) -> pd.DataFrame:
+    """Is there signal beneath answer length? For each method: pooled r with ``quality``, r with the answer's
+    length, and the partial r with ``quality`` once ``log(1 + length)`` is held fixed (both residualised on it:
+    ``(r_xq - r_xl r_ql) / sqrt((1 - r_xl^2)(1 - r_ql^2))``), and ``r_quality_length`` (``r_ql``: the quality's
+    own r with log length, on the method's answers), each with a percentile bootstrap interval that
+    resamples whole questions (as :func:`pearson_differences`). GPT-4 rewards longer answers; a judge whose r
+    is mostly its r with length reads the length, not the content, and its partial r says what is left."""
+    keys = scores[list(cluster)].astype(str).agg("/".join, axis=1) if cluster else pd.Series(range(len(scores)))
+    codes, uniques = pd.factorize(keys)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(uniques), size=(n_resamples, len(uniques))) if len(uniques) else None
+    alpha = (1 - level) / 2
+    rows = []
+    for m in methods:
+        row = {"method": m, "n": 0, "clusters": 0, "note": ""}
+        for k in ("r_quality", "r_length", "partial_r", "r_quality_length"):
+            row.update({k: np.nan, f"{k}_low": np.nan, f"{k}_high": np.nan})
+        absent = [c for c in (m, quality, length) if c not in scores.columns]
+        if absent:
+            rows.append({**row, "note": f"not computed: no column {', '.join(absent)}"})
+            continue
+        x, q = scores[m].to_numpy(dtype=float), scores[quality].to_numpy(dtype=float)
+        ln = np.log1p(scores[length].to_numpy(dtype=float))
+        keep = np.isfinite(x) & np.isfinite(q) & np.isfinite(ln)
+        n, c = int(keep.sum()), codes[keep]
+        if n < 4:
+            rows.append({**row, "n": n, "note": f"only {n} answers scored"})
+            continue
+
+        def sums(u, v):
+            return [np.bincount(c, weights=w, minlength=len(uniques))
+                    for w in (np.ones(n), u, v, u * u, v * v, u * v)]
+
+        pairs = {"xq": sums(x[keep], q[keep]), "xl": sums(x[keep], ln[keep]), "ql": sums(q[keep], ln[keep])}
+
+        def stats(agg):
+            r = {k: _r_from_sums(*[agg(s) for s in v]) for k, v in pairs.items()}
+            with np.errstate(invalid="ignore", divide="ignore"):
+                part = (r["xq"] - r["xl"] * r["ql"]) / np.sqrt((1 - r["xl"] ** 2) * (1 - r["ql"] ** 2))
+            return {"r_quality": r["xq"], "r_length": r["xl"], "partial_r": part, "r_quality_length": r["ql"]}
+
+        point = stats(lambda s: s.sum())
+        k = len(np.unique(c))
+        row.update({key: float(v) for key, v in point.items()}, n=n, clusters=k)
+        if k >= min_clusters:
+            boot = stats(lambda s: s[idx].sum(axis=1))
+            for key, v in boot.items():
+                v = v[np.isfinite(v)]
+                if len(v):
+                    row[f"{key}_low"], row[f"{key}_high"] = (float(b) for b in np.quantile(v, [alpha, 1 - alpha]))
+        else:
+            row["note"] = f"only {k} questions: no interval"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

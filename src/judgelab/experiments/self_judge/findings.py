@@ -541,6 +541,46 @@ def length_sentence(diffs: pd.DataFrame, combination: str = "mean") -> str:
     return text
 
 
+
+def length_controlled_sentence(table: pd.DataFrame, combination: str = "mean") -> str:
+    """What lies beneath the length effect (:func:`~judgelab.experiments.self_judge.chapter.length_controlled`):
+    how GPT-4's score moves with answer length, which methods' scores move with length (with or against it),
+    and which keep a correlation with GPT-4 once length is held fixed (a direction only where the 95 %
+    interval excludes 0)."""
+    t = table[table["r_quality"].notna() & (table["method"] != "length_words")]
+    if t.empty:
+        return "The length-controlled correlations have not been computed yet."
+    ref = t.iloc[0]
+    q_side = _side(ref.r_quality_length_low, ref.r_quality_length_high)
+    q_way = {1: "rises", -1: "falls", 0: "does not move distinguishably"}[q_side]
+    bits = [f"GPT-4's score {q_way} with (log) answer length "
+            f"(r = {_signed(ref.r_quality_length, ref.r_quality_length_low, ref.r_quality_length_high)})."]
+    with_l, against_l = [], []
+    for r in t.itertuples():
+        s = _side(r.r_length_low, r.r_length_high)
+        item = f"{method_name(r.method, combination)} ({_signed(r.r_length, r.r_length_low, r.r_length_high)})"
+        if s > 0:
+            with_l.append(item)
+        elif s < 0:
+            against_l.append(item)
+    if against_l:
+        bits.append("These scores fall as answers get longer: " + "; ".join(against_l) + ".")
+    if with_l:
+        bits.append("These rise as answers get longer: " + "; ".join(with_l) + ".")
+    parts = [(method_name(r.method, combination), _side(r.partial_r_low, r.partial_r_high),
+              _signed(r.partial_r, r.partial_r_low, r.partial_r_high)) for r in t.itertuples()]
+    bits.append("Holding (log) length fixed, the partial r with GPT-4's score is "
+                + "; ".join(f"{name} {iv}" for name, _, iv in parts) + ".")
+    pos = [name for name, side, _ in parts if side > 0]
+    neg = [name for name, side, _ in parts if side < 0]
+    if pos:
+        bits.append("Signal beyond length remains for " + _list(pos) + ".")
+    if neg:
+        bits.append("Beyond length, " + _list(neg) + (" disagrees" if len(neg) == 1 else " disagree") + " with GPT-4.")
+    if not pos and not neg:
+        bits.append("No method keeps a correlation with GPT-4 distinguishable from 0 once length is held fixed.")
+    return " ".join(bits)
+
 # --- selective instruction following -----------------------------------------------------------------------------
 def selective_sentence(selective: pd.DataFrame, combination: str = "mean", quality: str = "GPT-4 score") -> str:
     """Per method, the share of the oracle's gain over random acceptance it captures (area between the curves,
