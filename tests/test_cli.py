@@ -337,3 +337,18 @@ def test_a_finetuning_slice_cannot_overwrite_the_committed_tables(tmp_path, monk
     assert "refusing to overwrite the committed fine-tuning tables" in err and "training sets ['xsum'] missing" in err
     with pytest.raises(ft.CommittedTablesError, match="variants .* missing"):
         ft.write_tables("ci", root / "results" / "finetuning")
+
+
+def test_self_judge_variants_choose_what_trains(capsys, monkeypatch, tmp_path):
+    """--variants narrows the judge variants (the full Self-J judge can finish before its ablations); an
+    unknown one is a usage error naming the known ones, before any stage runs."""
+    from judgelab.experiments.self_judge import run as sjrun
+
+    seen = {}
+    monkeypatch.setitem(sjrun._STAGE_FUNCS, "train", lambda prof, out: seen.setdefault("variants", prof.variants) and {})
+    assert main(["run", "self-judge", "--profile", "ci", "--stage", "train", "--variants", "self_j",
+                 "--results-dir", str(tmp_path)]) == 0
+    assert seen["variants"] == ("self_j",)
+    assert main(["run", "self-judge", "--profile", "ci", "--stage", "train", "--variants", "self_jj"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown self-judge variants ['self_jj']" in err and "no_distill" in err

@@ -234,7 +234,8 @@ def cmd_self_judge(args: argparse.Namespace) -> int:
     from judgelab.experiments.self_judge.run import run_self_judge
 
     try:
-        paths = run_self_judge(args.profile, args.stage, live=args.live or None, results_dir=args.results_dir)
+        paths = run_self_judge(args.profile, args.stage, live=args.live or None, results_dir=args.results_dir,
+                               variants=args.variants)
     except ValueError as err:
         if "unknown self-judge" in str(err):
             raise UsageError(str(err)) from None
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILES, required=True)
     p.add_argument("--results-dir", type=Path, default=None, help="default: the profile's directory")
     p.add_argument("--stage", nargs="+", default=None, metavar="STAGE", help="only these stages (default: all)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                   help="only these judge variants in train / evaluate_trained / best_of_n (default: the profile's; "
+                        "e.g. self_j first, the ablations later)")
     p.add_argument("--live", action="store_true", help="compute what the stores lack (as JUDGELAB_LIVE=1)")
     p.set_defaults(func=cmd_self_judge)
 

@@ -612,9 +612,18 @@ _STAGE_FUNCS = {"speed": stage_speed, "answers": stage_answers, "labels": stage_
 
 
 def run_self_judge(profile: str | SelfJudgeProfile = "book", stages: Sequence[str] | None = None, *,
-                   live: bool | None = None, results_dir: Path | str | None = None) -> dict[str, Path]:
-    """Run (or replay) the named stages of the Self-J pipeline (default: all) and write their tables."""
+                   live: bool | None = None, results_dir: Path | str | None = None,
+                   variants: Sequence[str] | None = None) -> dict[str, Path]:
+    """Run (or replay) the named stages of the Self-J pipeline (default: all) and write their tables.
+
+    ``variants``: only these judge variants (of :data:`.training.VARIANTS`) in the stages that train,
+    evaluate or pick with them: a CPU run can finish the full Self-J judge before its ablations."""
     prof = self_judge_profile(profile, live)
+    if variants:
+        unknown_v = [v for v in variants if v not in tr.VARIANTS]
+        if unknown_v:
+            raise ValueError(f"unknown self-judge variants {unknown_v}; known: {list(tr.VARIANTS)}")
+        prof = replace(prof, variants=tuple(variants))
     stages = list(stages) if stages else list(STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
