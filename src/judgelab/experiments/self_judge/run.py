@@ -135,12 +135,17 @@ SELF_JUDGE_PROFILES: dict[str, SelfJudgeProfile] = {
     # paper's 400-instruction minimum holds with one sample each
     # the judge is the policy's weights in transformers: prefill of one 1,383-token judge prompt took 19 s there
     # against 60 s in llama.cpp (1 thread, load ~6.8), and the trained judges are transformers models too
+    # training one answer per forward pass (micro-batch 1; the optimiser step still sees the paper's batch of
+    # 8): with micro-batches of 4 left-padded ~700-token prompts the book run's training process held 13 GB
+    # (beside the CI's tests on this 24 GB machine, that thrashed it) and computed the padding too
     "book": SelfJudgeProfile("book", SMOLLM2, n_train=400, train_samples=1, n_heldout=40, best_of_n=8,
-                             replay=True, speed_candidates=(SMOLLM2, QWEN05), judge="smollm2-135m-instruct"),
+                             replay=True, speed_candidates=(SMOLLM2, QWEN05), judge="smollm2-135m-instruct",
+                             train_config=replace(PAPER_TRAIN, micro_batch_size=1)),
     "gpu": SelfJudgeProfile("gpu", "hf:Qwen/Qwen2.5-7B-Instruct", n_train=1000, train_samples=4, n_heldout=100,
                             best_of_n=32, max_new_tokens=512, bon_rater="hf:meta-llama/Llama-3.1-8B-Instruct"),
     "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=1, n_heldout=40, best_of_n=8, replay=True,
-                            judge="smollm2-135m-instruct", bon_rater="openai:gpt-4o-mini"),
+                            judge="smollm2-135m-instruct", bon_rater="openai:gpt-4o-mini",
+                            train_config=replace(PAPER_TRAIN, micro_batch_size=1)),
 }
 
 
