@@ -153,3 +153,13 @@ def test_a_variant_stopped_midway_resumes_where_it_stopped(smollm2_tf, tmp_path)
     with pytest.raises(ValueError, match="other training settings or data"):
         tr.train_variant(smollm2_tf, rows.assign(combined_mean=[1.0, 1.0, 1.0, 1.0]), "self_j", tmp_path / "other",
                          config=cfg, progress=False)
+
+
+def test_examples_longer_than_the_cap_are_left_out_and_counted(smollm2_tf):
+    long_ref = "word " * 600
+    ex = tr.build_examples(smollm2_tf, ["Q1", "Q2", "Q3"], ["A1", "A2", "A3"], ["R1", long_ref, "R3"], [3, 4, pd.NA],
+                           max_tokens=300)
+    assert len(ex.targets) == 1 and ex.n_too_long == 1 and ex.n_dropped == 1
+    assert max(len(t) for t in ex.teacher) <= 300
+    whole = tr.build_examples(smollm2_tf, ["Q1", "Q2"], ["A1", "A2"], ["R1", long_ref], [3, 4])
+    assert len(whole.targets) == 2 and whole.n_too_long == 0

@@ -99,6 +99,10 @@ class SelfJudgeProfile:
     #: rater, a different model (the strongest zoo judge; ``api``: an OpenAI model)
     bon_picker: str | None = "self_j"
     bon_rater: str = "qwen2.5-coder-1.5b-instruct"
+    #: training answers whose teacher prompt is longer are left out of judge training (counted): memory of
+    #: the backward pass grows with the square of the length (book: 8 of the 400 are longer than 2,048
+    #: tokens, the longest 6,269; at micro-batch 1 the training process reached 18 GB by step 3)
+    max_train_tokens: int | None = None
     #: llama.cpp batch for judging: a continuation scored for perplexity must fit in one batch
     judge_n_batch: int = 4096
     extra: dict[str, object] = field(default_factory=dict)
@@ -140,12 +144,12 @@ SELF_JUDGE_PROFILES: dict[str, SelfJudgeProfile] = {
     # (beside the CI's tests on this 24 GB machine, that thrashed it) and computed the padding too
     "book": SelfJudgeProfile("book", SMOLLM2, n_train=400, train_samples=1, n_heldout=40, best_of_n=8,
                              replay=True, speed_candidates=(SMOLLM2, QWEN05), judge="smollm2-135m-instruct",
-                             train_config=replace(PAPER_TRAIN, micro_batch_size=1)),
+                             train_config=replace(PAPER_TRAIN, micro_batch_size=1), max_train_tokens=2048),
     "gpu": SelfJudgeProfile("gpu", "hf:Qwen/Qwen2.5-7B-Instruct", n_train=1000, train_samples=4, n_heldout=100,
                             best_of_n=32, max_new_tokens=512, bon_rater="hf:meta-llama/Llama-3.1-8B-Instruct"),
     "api": SelfJudgeProfile("api", SMOLLM2, n_train=400, train_samples=1, n_heldout=40, best_of_n=8, replay=True,
                             judge="smollm2-135m-instruct", bon_rater="openai:gpt-4o-mini",
-                            train_config=replace(PAPER_TRAIN, micro_batch_size=1)),
+                            train_config=replace(PAPER_TRAIN, micro_batch_size=1), max_train_tokens=2048),
 }
 
 
@@ -450,14 +454,14 @@ def stage_train(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
     try:
         for v in prof.variants:
             meta = tr.train_variant(tm, data, v, out, config=config, combination=prof.combination,
-                                    judge=prof.judge_model)
+                                    judge=prof.judge_model, max_tokens=prof.max_train_tokens)
             store.set_meta(f"selfj:train:{v}", meta)
             metas.append(meta)
             logs.append(pd.read_csv(tr.adapter_path(out, prof.judge_model, v) / "training_log.csv"))
     finally:
         store.close()
     runs = pd.DataFrame([{k: m[k] for k in ("variant", "description", "label", "combination", "ce_student", "kl",
-                                            "kl_over", "n_examples", "n_dropped", "steps", "seconds",
+                                            "kl_over", "n_examples", "n_dropped", "n_too_long", "steps", "seconds",
                                             "adapter_sha256", "date", "hardware")} for m in metas])
     return {"training_runs.csv": write_csv(runs.assign(profile=prof.name, judge=prof.judge_model),
                                            out / "training_runs.csv"),

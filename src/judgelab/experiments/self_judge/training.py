@@ -133,14 +133,17 @@ class Examples:
     student: list[list[int]]
     targets: list[int]
     n_dropped: int  # answers without a label (invalid self-evaluation)
+    n_too_long: int = 0  # answers whose teacher prompt exceeds the token cap (left out, counted)
 
 
 def build_examples(tm: Any, questions: Sequence[str], answers: Sequence[str], references: Sequence[str],
-                   labels: Sequence[Any]) -> Examples:
+                   labels: Sequence[Any], max_tokens: int | None = None) -> Examples:
     """Teacher (with reference) and student (without) judge prompts of each answer, in the judge's chat
-    template, and the token of its label digit; answers whose label is missing are dropped and counted."""
+    template, and the token of its label digit; answers whose label is missing are dropped and counted, and
+    so are those whose teacher prompt is longer than ``max_tokens`` (a 6,000-token prompt needs tens of GB
+    for its backward pass on a CPU; cutting it would change what the judge reads)."""
     digits = digit_token_ids(tm)
-    t, s, y, dropped = [], [], [], 0
+    t, s, y, dropped, too_long = [], [], [], 0, 0
     for q, a, r, lab in zip(questions, answers, references, labels, strict=True):
         if lab is None or lab is pd.NA or (isinstance(lab, float) and np.isnan(lab)):
             dropped += 1
@@ -148,10 +151,14 @@ def build_examples(tm: Any, questions: Sequence[str], answers: Sequence[str], re
         d = int(lab)
         if not 0 <= d <= 9:
             raise ValueError(f"label {lab!r} is not a digit 0-9")
-        t.append(tm.encode(ye2024.chat(q, a, r)))
+        teacher = tm.encode(ye2024.chat(q, a, r))
+        if max_tokens is not None and len(teacher) > max_tokens:
+            too_long += 1
+            continue
+        t.append(teacher)
         s.append(tm.encode(ye2024.chat(q, a)))
         y.append(digits[d])
-    return Examples(t, s, y, dropped)
+    return Examples(t, s, y, dropped, too_long)
 
 
 def examples_digest(examples: Examples, variant: Variant, kl_over: str) -> str:
@@ -230,7 +237,7 @@ def adapter_path(results_dir: Path, judge: str, variant: str) -> Path:
 def train_variant(tm: Any, labels: pd.DataFrame, variant: str | Variant, results_dir: Path, *,
                   config: TrainConfig = PAPER_TRAIN, combination: str = "mean", kl_over: str = "vocab",
                   judge: str | None = None, progress: bool = True, checkpoint_seconds: float = 180.0,
-                  on_step: Any = None) -> dict[str, Any]:
+                  on_step: Any = None, max_tokens: int | None = None) -> dict[str, Any]:
     """Train one variant on ``labels`` (a training-labels table with ``instruction``, ``answer`` and
     ``reference`` joined) unless its adapter is already saved; return its training record. A run stopped
     midway resumes from ``<adapter>.checkpoint`` (removed once the adapter is saved)."""
@@ -243,7 +250,7 @@ def train_variant(tm: Any, labels: pd.DataFrame, variant: str | Variant, results
         return json.loads((path / "train_meta.json").read_text())
     y = variant_labels(labels, v, combination)
     ex = build_examples(tm, labels["instruction"].tolist(), labels["answer"].tolist(),
-                        labels["reference"].tolist(), y.tolist())
+                        labels["reference"].tolist(), y.tolist(), max_tokens=max_tokens)
     t0 = time.time()
     ckpt = path.with_name(path.name + ".checkpoint")
     model, log = train_judge(tm, ex, v, config, kl_over=kl_over, progress=progress, checkpoint=ckpt,
@@ -251,6 +258,7 @@ def train_variant(tm: Any, labels: pd.DataFrame, variant: str | Variant, results
     meta = {"variant": v.name, "description": v.description, "label": v.label, "combination": combination,
             "ce_student": v.ce_student, "kl": v.kl, "kl_over": kl_over, "judge": judge,
             "base_fingerprint": tm.fingerprint, "n_examples": len(ex.targets), "n_dropped": ex.n_dropped,
+            "n_too_long": ex.n_too_long, "max_tokens": max_tokens,
             "label_counts": {str(k): int(c) for k, c in y.value_counts().sort_index().items()},
             "steps": int(len(log)), "train": config.as_dict(),
             # training time over every session of the run (the loop's clock survives a resume)
