@@ -321,6 +321,22 @@ def _r_from_sums(n, sx, sy, sxx, syy, sxy):
         return cov / np.sqrt(vx * vy)
 
 
+def _cluster_resamples(scores: pd.DataFrame, cluster: Sequence[str], n_resamples: int, seed: int):
+    """Each row's cluster code, the clusters, and the bootstrap's resampled cluster indices
+    ``[n_resamples, n_clusters]`` (None without clusters): one draw shared by every method compared."""
+    keys = scores[list(cluster)].astype(str).agg("/".join, axis=1) if cluster else pd.Series(range(len(scores)))
+    codes, uniques = pd.factorize(keys)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(uniques), size=(n_resamples, len(uniques))) if len(uniques) else None
+    return codes, uniques, idx
+
+
+def _cluster_sums(codes, n_clusters: int, u, v) -> list:
+    """Per-cluster sums of 1, u, v, u^2, v^2 and uv: what :func:`_r_from_sums` needs, for any resample."""
+    return [np.bincount(codes, weights=w, minlength=n_clusters)
+            for w in (np.ones(len(u)), u, v, u * u, v * v, u * v)]
+
+
 def pearson_differences(scores: pd.DataFrame, pairs: Sequence[tuple[str, str]], quality: str = "gpt4_mean",
                         cluster: Sequence[str] = ("eval_set", "question_id"), *, level: float = LEVEL,
                         n_resamples: int = N_RESAMPLES, seed: int = SEED, min_clusters: int = 10) -> pd.DataFrame:
@@ -330,10 +346,7 @@ def pearson_differences(scores: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
     row of NaN with ``note`` saying which; fewer than 4 answers, NaN with the count; fewer than
     ``min_clusters`` questions, the estimates without an interval (a bootstrap over a handful of questions is
     no interval)."""
-    keys = scores[list(cluster)].astype(str).agg("/".join, axis=1) if cluster else pd.Series(range(len(scores)))
-    codes, uniques = pd.factorize(keys)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(uniques), size=(n_resamples, len(uniques))) if len(uniques) else None
+    codes, uniques, idx = _cluster_resamples(scores, cluster, n_resamples, seed)
     alpha = (1 - level) / 2
     rows = []
     for a, b in pairs:
@@ -350,10 +363,7 @@ def pearson_differences(scores: pd.DataFrame, pairs: Sequence[tuple[str, str]], 
             rows.append({**base, "n": n, "note": f"only {n} answers scored by both"})
             continue
         c = codes[keep]
-        sums = {}
-        for name, v in (("a", x[keep]), ("b", y[keep])):
-            sums[name] = [np.bincount(c, weights=w, minlength=len(uniques))
-                          for w in (np.ones(n), v, q[keep], v * v, q[keep] ** 2, v * q[keep])]
+        sums = {name: _cluster_sums(c, len(uniques), v, q[keep]) for name, v in (("a", x[keep]), ("b", y[keep]))}
         r_a = float(_r_from_sums(*[s.sum() for s in sums["a"]]))
         r_b = float(_r_from_sums(*[s.sum() for s in sums["b"]]))
         boot_a = _r_from_sums(*[s[idx].sum(axis=1) for s in sums["a"]])
@@ -385,10 +395,7 @@ def length_controlled(scores: pd.DataFrame, methods: Sequence[str], quality: str
     own r with log length, on the method's answers), each with a percentile bootstrap interval that
     resamples whole questions (as :func:`pearson_differences`). GPT-4 rewards longer answers; a judge whose r
     is mostly its r with length reads the length, not the content, and its partial r says what is left."""
-    keys = scores[list(cluster)].astype(str).agg("/".join, axis=1) if cluster else pd.Series(range(len(scores)))
-    codes, uniques = pd.factorize(keys)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(uniques), size=(n_resamples, len(uniques))) if len(uniques) else None
+    codes, uniques, idx = _cluster_resamples(scores, cluster, n_resamples, seed)
     alpha = (1 - level) / 2
     rows = []
     for m in methods:
@@ -407,11 +414,9 @@ def length_controlled(scores: pd.DataFrame, methods: Sequence[str], quality: str
             rows.append({**row, "n": n, "note": f"only {n} answers scored"})
             continue
 
-        def sums(u, v):
-            return [np.bincount(c, weights=w, minlength=len(uniques))
-                    for w in (np.ones(n), u, v, u * u, v * v, u * v)]
-
-        pairs = {"xq": sums(x[keep], q[keep]), "xl": sums(x[keep], ln[keep]), "ql": sums(q[keep], ln[keep])}
+        pairs = {"xq": _cluster_sums(c, len(uniques), x[keep], q[keep]),
+                 "xl": _cluster_sums(c, len(uniques), x[keep], ln[keep]),
+                 "ql": _cluster_sums(c, len(uniques), q[keep], ln[keep])}
 
         def stats(agg):
             r = {k: _r_from_sums(*[agg(s) for s in v]) for k, v in pairs.items()}
