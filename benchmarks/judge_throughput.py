@@ -8,7 +8,10 @@ orders, the five released authors against the Llama-2 summary standing in as "se
 - ``prefix``: judgelab's transformers backend as it was (``prefix_sharing="group"``): prompts grouped by
   a long shared prefix (the article), the prefix run once per group, the suffixes batched with padding;
 - ``tree``: judgelab's transformers backend now (``prefix_sharing="tree"``): a prefix tree over all the
-  prompts, every common prefix computed once, branches packed into unpadded rows (tree attention mask);
+  prompts, every common prefix computed once, branches packed into unpadded rows, each node's queries
+  scored only against the keys it can see (:mod:`judgelab.models.tree_attention`);
+- ``tree-dense`` (not run by default): the same walk with the dense tree-shaped mask over each whole row
+  (``tree_attention=False``, the method of the first tree table) -- what the per-node attention adds;
 - ``llamacpp``: llama.cpp in-process (judgelab's llama.cpp runtime, or llama-cpp-python directly where
   that runtime is absent), prompts in sorted order so each reuses the longest prefix it shares with the
   one before (llama.cpp keeps one sequence's KV cache), last-position logits only;
@@ -50,6 +53,8 @@ from judgelab.profiles import hardware
 MODEL = "qwen2.5-coder-0.5b-instruct"
 OUT = Path("results/benchmarks/judge_throughput.csv")
 METHODS = ("naive", "prefix", "tree", "llamacpp")
+#: methods run only when asked for
+EXTRA_METHODS = ("tree-dense", "llamacpp-server")
 #: the committed table's name for today's (before the prefix tree) method
 COMMITTED_PREFIX = ("judgelab-transformers", "prefix")
 
@@ -105,7 +110,8 @@ def run_transformers(base, prompts, method: str) -> dict:
     from judgelab.models.transformers_backend import ComputeCounts
 
     model = copy.copy(base)
-    model.prefix_sharing = {"naive": False, "prefix": "group", "tree": "tree"}[method]
+    model.prefix_sharing = {"naive": False, "prefix": "group", "tree": "tree", "tree-dense": "tree"}[method]
+    model.tree_attention = method != "tree-dense"
     model.option_probs(prompts[:2], ("1", "2"))  # warm-up
     model.counts = ComputeCounts()
     seconds, before, after = _time(lambda: model.option_probs(prompts, ("1", "2")))
@@ -193,8 +199,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     methods = args.methods.split(",")
     for m in methods:
-        if m not in (*METHODS, "llamacpp-server"):
-            raise SystemExit(f"unknown method {m!r}; known: {', '.join((*METHODS, 'llamacpp-server'))}")
+        if m not in (*METHODS, *EXTRA_METHODS):
+            raise SystemExit(f"unknown method {m!r}; known: {', '.join((*METHODS, *EXTRA_METHODS))}")
 
     import torch
 

@@ -128,15 +128,16 @@ def judged_three_ways(smollm2, two_articles):
     # a small pack forces all three paths of the walk: long nodes on top of their parent's cache, packs of
     # several sibling subtrees, and subtrees too large to pack
     tree = _with(smollm2, prefix_sharing=True, pack_tokens=96)
+    dense = _with(smollm2, prefix_sharing=True, pack_tokens=96, tree_attention=False)  # the dense mask alone
     out = {name: (m, m.next_token_logprobs(ids)) for name, m in
-           (("naive", naive), ("group", group), ("tree", tree))}
+           (("naive", naive), ("group", group), ("tree", tree), ("tree_dense", dense))}
     return prompts, ids, out
 
 
 def test_tree_judging_equals_the_plain_forward_pass(judged_three_ways):
     _, ids, out = judged_three_ways
     ref = out["naive"][1]
-    for name in ("group", "tree"):
+    for name in ("group", "tree", "tree_dense"):
         lp = out[name][1]
         assert lp.shape == ref.shape
         assert torch.allclose(lp.exp(), ref.exp(), atol=1e-4), name
@@ -154,6 +155,12 @@ def test_tree_computes_each_common_prefix_once_and_no_padding(judged_three_ways)
     assert counts["tree"].judge_rows == minimum  # every tree token exactly once: nothing padded, nothing repeated
     assert minimum < counts["group"].judge_rows < total  # the group method repeats shared summaries and pads
     assert counts["tree"].judge_forwards > 1  # the small pack really split the walk
+    # packed rows went through the per-node attention in every layer; the dense variant never did
+    layers = out["tree"][0].model.config.num_hidden_layers
+    assert counts["tree"].judge_tree_attention_layers > 0
+    assert counts["tree"].judge_tree_attention_layers % layers == 0
+    assert counts["tree_dense"].judge_tree_attention_layers == 0
+    assert counts["tree_dense"].judge_rows == minimum
     # the LM head only where prompts end (the tree's distinct ends, plus one per span run on its own)
     assert counts["tree"].judge_logit_rows < 2 * len(ids)
     assert counts["naive"].judge_logit_rows == total
@@ -188,7 +195,7 @@ def test_judging_settings_do_not_change_the_fingerprint(smollm2):
         [(fid, fp)] = conn.execute("SELECT fingerprint_id, fingerprint FROM models WHERE name = ?",
                                    ("smollm2-135m-instruct",)).fetchall()
     for settings in ({}, {"prefix_sharing": "group"}, {"prefix_sharing": False}, {"pack_tokens": 7},
-                     {"prefill": "padded"}):
+                     {"prefill": "padded"}, {"tree_attention": False}):
         m = _with(smollm2, **settings)
         assert m.fingerprint == json.loads(fp)
         assert m.fingerprint_id == fid

@@ -16,6 +16,7 @@ JUDGE_METHODS = {
     "naive": "one plain forward pass per prompt",
     "prefix": "the earlier group-wise prefix sharing",
     "tree": "the prefix tree (every common prefix computed once, no padding rows)",
+    "tree-dense": "the prefix tree with a dense mask over each packed row",
     "llamacpp": "llama.cpp in-process with its key/value-cache reuse",
 }
 

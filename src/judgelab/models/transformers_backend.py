@@ -14,6 +14,7 @@ a chunk of prompts together, so no prompt is padded to the chunk's longest (``be
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -37,6 +38,7 @@ from judgelab.models.base import (
     TokenizerPrompts,
 )
 from judgelab.models.prefix_tree import PrefixNode, build_prefix_tree, unique_prefix_tokens
+from judgelab.models.tree_attention import build_plan, tree_plan, tree_visibility
 from judgelab.models.zoo import (
     HubUnreachable,
     ZooEntry,
@@ -84,6 +86,8 @@ class ComputeCounts:
     judge_rows: int = 0
     judge_logit_rows: int = 0
     judge_forwards: int = 0
+    #: layer calls of packed rows that read only each node's visible keys (:mod:`~judgelab.models.tree_attention`)
+    judge_tree_attention_layers: int = 0
     generate_calls: int = 0
     generate_prompts: int = 0
     generate_prompt_tokens: int = 0
@@ -125,6 +129,9 @@ class TransformersModel(TokenizerPrompts, Model):
 
     - ``True`` or ``"tree"`` (the default): a prefix tree over the prompts' tokens, every common prefix
       computed once, branches packed into single rows with a tree-shaped attention mask, so no padding;
+      with ``tree_attention=True`` (the default) the ``sdpa`` layers of a packed row score each node's
+      queries only against the keys the mask lets it see (:mod:`~judgelab.models.tree_attention`), rather
+      than every key of the row;
     - ``"group"``: the earlier method -- prompts grouped by a long shared prefix (the article), the prefix
       run once per group and the suffixes batched with padding (kept for the benchmark);
     - ``False`` or ``"naive"``: one forward pass per prompt, no reuse, full logits -- the reference.
@@ -149,6 +156,7 @@ class TransformersModel(TokenizerPrompts, Model):
         min_shared_fraction: float = 0.5,
         pack_tokens: int = 2048,
         prefill: str = "per_prompt",
+        tree_attention: bool = True,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -161,6 +169,7 @@ class TransformersModel(TokenizerPrompts, Model):
         self.min_shared_fraction = min_shared_fraction
         self.pack_tokens = pack_tokens
         self.prefill = prefill
+        self.tree_attention = tree_attention
         self._judge_method()  # fail at construction on a misspelt method, not at the first call
         self._prefill_method()
         if pack_tokens < 1:
@@ -336,23 +345,23 @@ class TransformersModel(TokenizerPrompts, Model):
                 keep_for.append(node.ends)
             stack.extend((child, len(spans) - 1) for child in reversed(node.children))
         width = len(tokens)
-        visible = torch.zeros((width, past + width), dtype=torch.bool)
-        visible[:, :past] = True
-        for a, b, parent in spans:
-            if parent >= 0:  # a node sees what its parent's last token sees, and that token
-                visible[a:b] = visible[spans[parent][1] - 1]
-            visible[a:b, past + a : past + b] = torch.ones((b - a, b - a), dtype=torch.bool).tril()
+        visible = tree_visibility(past, spans)
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros((1, 1, width, past + width), dtype=dtype)
         mask.masked_fill_(~visible[None, None], torch.finfo(dtype).min)
-        logits = self.model(
-            input_ids=torch.tensor([tokens], device=dev),
-            position_ids=torch.tensor([positions], device=dev),
-            attention_mask=mask.to(dev),
-            use_cache=True,
-            logits_to_keep=torch.tensor(keep, device=dev),
-            **{self._cache_kw: cache},
-        ).logits[0]
+        # the dense mask is the reference; the plan lets sdpa layers read only each node's visible keys
+        plan = build_plan(past, spans, dev) if self.tree_attention else None
+        with tree_plan(plan) if plan is not None else contextlib.nullcontext():
+            logits = self.model(
+                input_ids=torch.tensor([tokens], device=dev),
+                position_ids=torch.tensor([positions], device=dev),
+                attention_mask=mask.to(dev),
+                use_cache=True,
+                logits_to_keep=torch.tensor(keep, device=dev),
+                **{self._cache_kw: cache},
+            ).logits[0]
+        if plan is not None:
+            self.counts.judge_tree_attention_layers += len(plan.used)
         cache.crop(-width)
         lps = torch.log_softmax(logits.float(), -1).cpu()
         for lp, ends in zip(lps, keep_for):
