@@ -10,6 +10,8 @@
     judgelab run open-models --profile P [--extend NAME=N] [--summaries NAME=N]
                                                  run or replay the open-models experiment
     judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
+    judgelab run labels --profile ci|book [--judges NAME=N ...] [--live]
+                                                 the source-label experiment with the open judges
     judgelab run likelihood --profile ci|book [--judges NAME ...] [--articles N] [--live]
                                                  summaries' log-likelihoods under the open judges (llama.cpp)
     judgelab run align --profile ci|book [--stage sft|dpo]    gemma-3-270m base -> SFT -> DPO (resumes)
@@ -189,7 +191,8 @@ def cmd_reanalysis(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import importlib
 
-    module_name = {"open-models": "open_models", "finetuning": "finetuning", "likelihood": "likelihood"}[args.experiment]
+    module_name = {"open-models": "open_models", "finetuning": "finetuning", "likelihood": "likelihood",
+                   "labels": "labels"}[args.experiment]
     try:
         module = importlib.import_module(f"judgelab.experiments.{module_name}")
     except ModuleNotFoundError as err:
@@ -209,6 +212,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                 live=args.live)
         except ValueError as err:
             raise UsageError(str(err)) from None
+    if args.experiment == "labels":  # the source-label experiment with the open judges (issue 20, item 1)
+        try:
+            profile = module.labels_profile(args.profile, judges=args.judges, live=args.live)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        results_dir = args.results_dir or module.default_results_dir(profile.source)
     if getattr(args, "train_on", None):
         # one slice of the fine-tuning grid: the store is shared safely, so slices can run side by side
         from dataclasses import replace
@@ -470,6 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--live", action="store_true",
                    help="compute what the stores lack with the llama.cpp runtime (as JUDGELAB_LIVE=1); the "
                         "stores resume, so an interrupted run continues where it stopped")
+    p.set_defaults(func=cmd_run)
+
+    p = run.add_parser("labels", help="the paper's source-label experiment (correct / swapped / random labels) "
+                                      "with the open judges")
+    p.add_argument("--profile", choices=("ci", "book"), required=True)
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="where the tables go (default: the open-models folder of the profile's source run)")
+    p.add_argument("--judges", nargs="+", default=None, metavar="NAME=N",
+                   help="ask these judges on their first N held-out articles per dataset (others: profile sizes)")
+    p.add_argument("--live", action="store_true",
+                   help="compute what the judges' stores lack (as JUDGELAB_LIVE=1); the stores resume")
     p.set_defaults(func=cmd_run)
 
     p = run.add_parser("self-judge", help="Self-J: self-evaluation, judge training, selective following")

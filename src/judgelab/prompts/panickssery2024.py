@@ -198,6 +198,18 @@ def pairwise_messages(task: str, article: str, summary1: str, summary2: str) -> 
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def source_label_messages(article: str, summary1: str, summary2: str, source1: str, source2: str
+                          ) -> list[dict[str, str]]:
+    """The label experiment's comparison: each summary headed by a source label ("gpt4's summary").
+
+    As the paper's ``get_gpt_choice_logprobs_with_sources`` (``models.py``): the comparison system prompt and
+    ``COMPARISON_PROMPT_TEMPLATE_WITH_SOURCES``; the sources are the authors' keys (``gpt4``, ``human``, ...).
+    """
+    user = COMPARISON_PROMPT_TEMPLATE_WITH_SOURCES.format(article=article, summary1=summary1, summary2=summary2,
+                                                          source1=source1, source2=source2)
+    return [{"role": "system", "content": COMPARISON_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
 def recognition_messages(article: str, summary: str) -> list[dict[str, str]]:
     """Individual-setting recognition: "did you write this summary?", answered "Yes" or "No"."""
     user = RECOGNITION_PROMPT_TEMPLATE.format(article=article, summary=summary)
