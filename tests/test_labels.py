@@ -48,6 +48,12 @@ def test_requests_show_each_summary_under_its_label_in_the_papers_prompt():
     assert "Summary1 (gpt4's summary):\njudge-x on a1.\n\nSummary2 (judge-x's summary):\ngpt4 on a1." in user
     assert "Article one." in user
     assert len({r.label for r in reqs}) == len(reqs)
+    # a random-label prompt is word for word the correct- or the wrong-label prompt of its pair
+    text = {(r["key"], r["other"], r["order"], r["condition"]): q.messages for r, q in zip(rows, reqs)}
+    same = [text[(k, o, d, "random")] in (text[(k, o, d, "correct")], text[(k, o, d, "wrong")])
+            for (k, o, d, c) in text if c == "random"]
+    assert len(same) == 20 and all(same)
+    assert text[("a1", "gpt4", "forward", "correct")] != text[("a1", "gpt4", "forward", "wrong")]
 
 
 def _prompts(p_own_fwd: dict[str, float], p_own_bwd: dict[str, float], n_keys: int = 30) -> pd.DataFrame:

@@ -14,7 +14,10 @@ and the paper's labelling, copied from its ``generate_gpt_logprob_results_with_s
   labels of the other order; ``random``: ``[me, other]`` shuffled once per pair, forward takes it as it is
   and backward reversed, so each label stays on its summary or moves with it in both orders. The paper
   shuffled unseeded; here the shuffle is seeded by the article and the other author, so a rerun asks the
-  same prompts (and the call store replays them).
+  same prompts (and the call store replays them). Note what this labelling implies: every random-label
+  prompt *is* the correct- or the wrong-label prompt of its pair, word for word, so a judge read at
+  temperature 0 (the paper's GPT calls, every judge here) answers it identically, and the random condition
+  is by construction a mix of the other two (about half each); the call store holds each prompt once.
 
 Per pair and condition: S renormalised over "1" and "2" and averaged over both orders (the book's S), and
 the position-debiased S of :mod:`judgelab.experiments.debiased` (sigmoid of half the difference of the two
