@@ -29,6 +29,23 @@ def test_judging_text_names_the_fastest_and_the_ratios_from_the_table():
         t.judging_text(_judge([0.1, 0.5], [300, 120]).iloc[1:])
 
 
+def test_tree_text_compares_each_method_with_the_group_method_of_the_same_run():
+    def bench(rates):
+        return pd.DataFrame([{"method": m, "prompts_per_s": r, "computed_tokens": c, "gflop_per_s": g,
+                              "prompts": 320, "articles": 20, "model": "m", "hardware": HW, "date": "2026-01-01",
+                              "load_before": 2.0, "load_after": 2.0}
+                             for m, r, c, g in zip(["prefix", "tree", "tree-dense"], rates, [57, 46, 46],
+                                                   [150, 160, 130])])
+    text = t.tree_text(bench([1.2, 1.5, 1.3]))
+    assert "read 1.200 prompts/s" in text and "1.500 prompts/s (1.25x the group method" in text
+    assert "the prefix tree with a dense mask over each packed row 1.300 prompts/s (1.08x" in text
+    assert "(0.67x the group method" in t.tree_text(bench([1.5, 1.0, 1.3]))
+    with pytest.raises(ValueError, match="no 'prefix' row"):
+        t.tree_text(bench([1.2, 1.5, 1.3]).iloc[1:])
+    committed = pd.read_csv(results_path("benchmarks", "judge_throughput_tree_20_articles.csv"))
+    assert "x the group method" in t.tree_text(committed)
+
+
 def test_generation_text_says_whether_the_runtime_meets_the_goal():
     def gen(judgelab, raw):
         return pd.DataFrame([{"method": m, "model": "m", "tokens_per_s": v, "new_tokens_max": 64, "hardware": HW,

@@ -45,6 +45,23 @@ def judging_text(bench: pd.DataFrame) -> str:
             f"The fewest tokens any method must compute here is {int(first['min_tokens']):,}.")
 
 
+def tree_text(bench: pd.DataFrame) -> str:
+    """The larger same-run judging comparison (prefix, tree, tree-dense) in words: each method's prompts/s
+    against the group method's, its tokens computed and its weight GFLOP/s."""
+    rows = bench.set_index("method")
+    if "prefix" not in rows.index:
+        raise ValueError(f"judging benchmark has no 'prefix' row to compare with; methods: {list(rows.index)}")
+    base = rows.loc["prefix", "prompts_per_s"]
+    first = bench.iloc[0]
+    parts = [f"{JUDGE_METHODS.get(m, m)} {r.prompts_per_s:.3f} prompts/s ({r.prompts_per_s / base:.2f}x the group "
+             f"method; {int(r.computed_tokens):,} tokens at {r.gflop_per_s:.0f} weight GFLOP/s)"
+             for m, r in rows.iterrows() if m != "prefix"]
+    return (f"On {describe_hardware(first['hardware'])} ({first['date']}; {_load(bench)}; {int(first['prompts'])} "
+            f"pairwise prompts of {int(first['articles'])} articles judged by {first['model']}), the group-wise "
+            f"prefix sharing read {base:.3f} prompts/s ({int(rows.loc['prefix', 'computed_tokens']):,} tokens at "
+            f"{rows.loc['prefix', 'gflop_per_s']:.0f} weight GFLOP/s); " + "; ".join(parts) + ".")
+
+
 def generation_text(gen: pd.DataFrame) -> str:
     """Greedy tokens/s per runtime and model, and judgelab's llama.cpp runtime against raw llama-cpp-python."""
     lines = []
