@@ -84,16 +84,22 @@ def test_scores_cancel_position_bias_and_the_sentence_says_which_way_labels_move
     assert (pairs[pairs["condition"] == "wrong"]["debiased_preference"] < 0.5).all()
     table = L.label_table(pairs)
     assert set(table["condition"]) == set(L.CONDITIONS) and (table["pairs"] == 60).all()
-    text = L.labels_findings(table)
+    change = L.label_change(pairs)
+    assert len(change) == 1 and change["change_debiased"].iloc[0] < 0 and change["change_debiased_high"].iloc[0] < 0
+    assert change["change"].iloc[0] == pytest.approx(0.45 - 0.55, abs=0.01)  # (0.85 + 0.05) / 2 - (0.95 + 0.15) / 2
+    text = L.labels_findings(table, change)
     assert "lowers it for judge-x on XSUM" in text and "raises" not in text
     assert "1 of 1 cells" in text
+
+    def findings(fwd, bwd):
+        p = L.label_pairs(_prompts(fwd, bwd))
+        return L.labels_findings(L.label_table(p), L.label_change(p))
+
     # the same judge with the labels' effect reversed: the sentence must flip
-    flipped = L.labels_findings(L.label_table(L.label_pairs(_prompts(
-        {"correct": 0.85, "wrong": 0.95, "random": 0.9}, {"correct": 0.05, "wrong": 0.15, "random": 0.1}))))
+    flipped = findings({"correct": 0.85, "wrong": 0.95, "random": 0.9}, {"correct": 0.05, "wrong": 0.15, "random": 0.1})
     assert "raises it for judge-x on XSUM" in flipped and "lowers" not in flipped
     # and with no effect: nothing moves
-    none = L.labels_findings(L.label_table(L.label_pairs(_prompts(
-        {"correct": 0.9, "wrong": 0.9, "random": 0.9}, {"correct": 0.1, "wrong": 0.1, "random": 0.1}))))
+    none = findings({"correct": 0.9, "wrong": 0.9, "random": 0.9}, {"correct": 0.1, "wrong": 0.1, "random": 0.1})
     assert "In none of these 1 cells" in none
 
 

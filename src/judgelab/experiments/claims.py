@@ -188,6 +188,9 @@ def claims_open_models(ra_dir: str | Path | None = None, om_dir: str | Path | No
     opw = opw[opw.other == "all"]
     odeb = pd.read_csv(o / "debiased.csv")
     odeb = odeb[odeb.other == "all"]
+    lab_path = o / "labels_change.csv"  # the label experiment with the open judges, where it has been run
+    lab = pd.read_csv(lab_path) if lab_path.is_file() else None
+    eff = pd.read_csv(d / "label_effect.csv") if lab is not None else None
     ch, rows = "03", []
     src = "abstract; out-of-the-box results (section 3" + UNCHECKED + ")"
     for judge in sorted(opw.evaluator.unique()):
@@ -198,6 +201,13 @@ def claims_open_models(ra_dir: str | Path | None = None, om_dir: str | Path | No
                 rows.append(_row(ch, claim, src, f"pooled {letter}, {DS[ds]}, {judge}", "> 0.5",
                                  "GPT-4, released outputs", _value(_one(pw, dataset=ds, evaluator="gpt4"), measure),
                                  f"{judge}, pooled {letter}", _value(_one(opw, dataset=ds, evaluator=judge), measure)))
+            if lab is not None and judge in set(lab.judge):
+                e = _one(eff, dataset=ds, evaluator="gpt4", condition="wrong")
+                rows.append(_row(ch, "Swapping the source labels lowers self-preference", "label experiment" + UNCHECKED,
+                                 f"change in S from correct to swapped labels, {DS[ds]}, {judge} (paired)", "< 0",
+                                 "GPT-4, change corrected (released files)", _value(e, "drop_corrected"),
+                                 f"{judge}, change in the position-debiased S (the paper's prompt and labels)",
+                                 _value(_one(lab, dataset=ds, judge=judge), "change_debiased")))
             rows.append(_row(ch, "The recognition is there once the position bias is removed (issue 20's question; the paper "
                                  "averages the two orders instead)", "issue 20 item 1, on the paper's pairwise setting",
                              f"debiased R, {DS[ds]}, {judge}", "> 0.5", "Llama-2, released raw probabilities",

@@ -187,45 +187,56 @@ def label_table(pairs: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def label_change(pairs: pd.DataFrame) -> pd.DataFrame:
+    """What swapping the labels does, pair by pair: S and the debiased S with swapped labels minus with
+    correct ones, per judge x dataset (pooled over the other authors), with paired article-bootstrap
+    intervals (a pair's two conditions share the article and the texts, so the difference is paired)."""
+    keys = ["dataset", "judge", "key", "other"]
+    wide = pairs.set_index([*keys, "condition"])[["preference", "debiased_preference"]].unstack("condition")
+    diff = wide.index.to_frame(index=False)
+    for col, name in (("preference", "change"), ("debiased_preference", "change_debiased")):
+        diff[name] = (wide[(col, "wrong")] - wide[(col, "correct")]).to_numpy()
+    return stats.bootstrap_mean_table(diff, ["change", "change_debiased"], ["dataset", "judge"], cluster="key")
+
+
 _DS = {"xsum": "XSUM", "cnn": "CNN/DailyMail"}
 
 
-def labels_findings(table: pd.DataFrame) -> str:
-    """What the labels do to each open judge, from :func:`label_table`: S and the debiased S with correct
-    and swapped labels, and whether swapping moves the debiased S (intervals apart) and which way.
-
-    Tested on tables that make each clause wrong.
-    """
+def labels_findings(table: pd.DataFrame, change: pd.DataFrame) -> str:
+    """What the labels do to each open judge, from :func:`label_table` and :func:`label_change`: S and the
+    debiased S with correct and swapped labels, and whether swapping moves the debiased S (the paired
+    change's interval excludes 0) and which way. Tested on tables that make each clause wrong."""
     t = table.set_index(["dataset", "judge", "condition"])
     cells, moved = [], []
-    for (ds, judge), _ in table.groupby(["dataset", "judge"], sort=False):
+    for r in change.itertuples():
+        ds, judge = r.dataset, r.judge
         if (ds, judge, "correct") not in t.index or (ds, judge, "wrong") not in t.index:
             continue
         c, w = t.loc[(ds, judge, "correct")], t.loc[(ds, judge, "wrong")]
-        cells.append(f"{judge} on {_DS.get(ds, ds)} ({int(c.n)} pairs): S {c.preference:.3f} with correct labels "
-                     f"and {w.preference:.3f} with swapped ones; debiased, {c.debiased_preference:.3f} "
-                     f"[{c.debiased_preference_low:.3f}, {c.debiased_preference_high:.3f}] against "
-                     f"{w.debiased_preference:.3f} [{w.debiased_preference_low:.3f}, "
-                     f"{w.debiased_preference_high:.3f}]")
-        if w.debiased_preference_high < c.debiased_preference_low:
-            moved.append((f"{judge} on {_DS.get(ds, ds)}", "lowers"))
-        elif w.debiased_preference_low > c.debiased_preference_high:
-            moved.append((f"{judge} on {_DS.get(ds, ds)}", "raises"))
+        where = f"{judge} on {_DS.get(ds, ds)}"
+        cells.append(f"{where} ({int(r.n)} pairs): S {c.preference:.3f} with correct labels and {w.preference:.3f} "
+                     f"with swapped ones; debiased, {c.debiased_preference:.3f} against {w.debiased_preference:.3f}, "
+                     f"a change of {r.change_debiased:+.3f} [{r.change_debiased_low:+.3f}, {r.change_debiased_high:+.3f}]")
+        if r.change_debiased_high < 0:
+            moved.append((where, "lowers"))
+        elif r.change_debiased_low > 0:
+            moved.append((where, "raises"))
     if not cells:
         return "The table holds no open judge with both correct and swapped labels."
     out = "With the paper's source labels, " + "; ".join(cells) + ". "
     if not moved:
-        return out + (f"In none of these {len(cells)} cells does swapping the labels move the debiased S beyond "
-                      "its interval: at this size the labels' effect, if any, is too small to see.")
+        return out + (f"In none of these {len(cells)} cells does swapping the labels move the debiased S by more "
+                      "than its interval: at this size the labels' effect, if any, is too small to see.")
     lowers = [w for w, d in moved if d == "lowers"]
     raises = [w for w, d in moved if d == "raises"]
     parts = []
     if lowers:
-        parts.append(f"lowers it for {', '.join(lowers)} (the judge follows the label of its own name)")
+        parts.append(f"lowers it for {', '.join(lowers)} (the judge leans towards the summary under its own name)")
     if raises:
-        parts.append(f"raises it for {', '.join(raises)} (the judge follows the other author's label)")
-    return out + (f"Swapping the labels moves the debiased S beyond its interval in {len(moved)} of "
-                  f"{len(cells)} cells: it " + "; it ".join(parts) + ".")
+        parts.append(f"raises it for {', '.join(raises)} (the judge leans towards the summary under the other "
+                     "author's name)")
+    return out + (f"Swapping the labels moves the debiased S (interval of the paired change beyond 0) in "
+                  f"{len(moved)} of {len(cells)} cells: it " + "; it ".join(parts) + ".")
 
 
 # --- run ---------------------------------------------------------------------------------------------------
@@ -236,6 +247,9 @@ class LabelsResults:
 
     def table(self) -> pd.DataFrame:
         return label_table(self.pairs)
+
+    def change(self) -> pd.DataFrame:
+        return label_change(self.pairs)
 
 
 def run(profile: str | LabelsProfile = "book", results_dir: Path | str | None = None,
@@ -268,8 +282,10 @@ def run(profile: str | LabelsProfile = "book", results_dir: Path | str | None = 
 
 def write_tables(profile: str | LabelsProfile = "book", results_dir: Path | str | None = None,
                  progress: bool = True) -> dict[str, Path]:
-    """Run or replay ``profile``; write ``labels_pairs.csv`` (per pair and condition) and ``labels.csv``."""
+    """Run or replay ``profile``; write ``labels_pairs.csv`` (per pair and condition), ``labels.csv`` (per
+    judge, dataset and condition) and ``labels_change.csv`` (the paired change from correct to swapped)."""
     prof = profile if isinstance(profile, LabelsProfile) else labels_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.source)
     res = run(prof, results_dir, progress)
-    return write_csvs({"labels_pairs.csv": res.pairs, "labels.csv": res.table()}, results_dir)
+    return write_csvs({"labels_pairs.csv": res.pairs, "labels.csv": res.table(), "labels_change.csv": res.change()},
+                      results_dir)
