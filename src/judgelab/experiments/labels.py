@@ -79,7 +79,7 @@ LABELS_PROFILES: dict[str, LabelsProfile] = {
     "ci": LabelsProfile("ci", {"smollm2-135m-instruct": 2}, source="ci"),
     # computed live on this project's 2-core CPU (the stores' "run:labels-book" records name the hardware);
     # `judgelab run labels --profile book --judges NAME=N --live` grows a judge, then raise it here
-    "book": LabelsProfile("book", {"smollm2-135m-instruct": 50, "qwen2.5-coder-0.5b-instruct": 25}, replay=True,
+    "book": LabelsProfile("book", {"smollm2-135m-instruct": 50, "qwen2.5-coder-0.5b-instruct": 20}, replay=True,
                           targets={"smollm2-135m-instruct": 200, "qwen2.5-coder-0.5b-instruct": 200}),
 }
 
@@ -231,10 +231,10 @@ def labels_findings(table: pd.DataFrame, change: pd.DataFrame) -> str:
     raises = [w for w, d in moved if d == "raises"]
     parts = []
     if lowers:
-        parts.append(f"lowers it for {', '.join(lowers)} (the judge leans towards the summary under its own name)")
+        parts.append(f"lowers it for {', '.join(lowers)} (whichever summary carries the judge's own key gains; "
+                     "nothing tells the judge that the key is its name)")
     if raises:
-        parts.append(f"raises it for {', '.join(raises)} (the judge leans towards the summary under the other "
-                     "author's name)")
+        parts.append(f"raises it for {', '.join(raises)} (whichever summary carries the other author's key gains)")
     return out + (f"Swapping the labels moves the debiased S (interval of the paired change beyond 0) in "
                   f"{len(moved)} of {len(cells)} cells: it " + "; it ".join(parts) + ".")
 
