@@ -100,9 +100,11 @@ _BOOK_SIZES = dict(open_models_profile(SOURCE_PROFILE).judges)
 LIKELIHOOD_PROFILES: dict[str, LikelihoodProfile] = {
     "ci": LikelihoodProfile("ci", {"smollm2-135m-instruct": 2}),
     # What has been computed live (the stores' run records name the hardware: 1 llama.cpp thread on a shared
-    # 2-core VM, 0.57-0.68 calls/s); the rest of the targets is short, and the stores resume:
+    # 2-core VM; smollm2 0.57-0.68 calls/s, qwen 0.5B 0.3-0.4 calls/s beside two other jobs); the rest of the
+    # targets is short, and the stores resume:
     # `judgelab run likelihood --profile book --judges smollm2-135m-instruct=200 --live`, then raise it here.
-    "book": LikelihoodProfile("book", {"smollm2-135m-instruct": 75}, replay=True, targets=_BOOK_SIZES),
+    "book": LikelihoodProfile("book", {"smollm2-135m-instruct": 75, "qwen2.5-coder-0.5b-instruct": 25}, replay=True,
+                              targets=_BOOK_SIZES),
 }
 
 
