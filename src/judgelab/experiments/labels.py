@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from judgelab import stats
@@ -125,11 +124,7 @@ def label_requests(authors: pd.DataFrame, judge: str, articles: pd.Series) -> tu
     """Every condition, both orders, the judge's summary against each of :data:`LABEL_AUTHORS` it has."""
     me = om.short_name(judge)
     rows, reqs = [], []
-    for (dataset, key), group in authors.groupby(["dataset", "key"], sort=False):
-        by_author = dict(zip(group["author"], group["summary"]))
-        if me not in by_author:
-            continue
-        own, article = by_author[me], articles[key]
+    for dataset, key, article, own, by_author in om.own_articles(authors, judge, articles):
         for condition in CONDITIONS:
             for other in LABEL_AUTHORS:
                 if other not in by_author:
@@ -145,16 +140,9 @@ def label_requests(authors: pd.DataFrame, judge: str, articles: pd.Series) -> tu
 
 
 def judge_labels(model, authors: pd.DataFrame, articles: pd.Series) -> pd.DataFrame:
-    """One row per label prompt: raw P("1"), P("2") (NaN where the answer is invalid), the mass outside them."""
-    rows, reqs = label_requests(authors, model.name, articles)
-    answers = model.option_probs([r.messages for r in reqs], ("1", "2"), labels=[r.label for r in reqs])
-    out = pd.DataFrame(rows)
-    out["p1"] = [a.raw[0] if a.valid else np.nan for a in answers]
-    out["p2"] = [a.raw[1] if a.valid else np.nan for a in answers]
-    out["outside"] = [a.outside for a in answers]
-    out["invalid"] = [a.invalid_reason for a in answers]
-    out["judge"] = om.short_name(model.name)
-    return out
+    """One row per label prompt: raw P("1"), P("2") (NaN where the answer is invalid), the mass outside them,
+    as :func:`~judgelab.experiments.open_models.ask_one_or_two` gives them for the pairwise tasks."""
+    return om.ask_one_or_two(model, *label_requests(authors, model.name, articles))
 
 
 # --- scores and tables -------------------------------------------------------------------------------------
@@ -179,11 +167,12 @@ def label_pairs(prompts: pd.DataFrame) -> pd.DataFrame:
 def label_table(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per judge x dataset x condition (pooled over the other authors): n, each value with its interval,
     and the prompts whose answer was invalid (left out)."""
-    t = stats.bootstrap_mean_table(pairs, list(VALUES), ["dataset", "judge", "condition"], cluster="key")
-    bad = pairs.groupby(["dataset", "judge", "condition"], sort=False)["invalid_prompts"].sum()
-    t["invalid_prompts"] = bad.reindex(pd.MultiIndex.from_frame(t[["dataset", "judge", "condition"]])).to_numpy()
-    t["pairs"] = pairs.groupby(["dataset", "judge", "condition"], sort=False).size().reindex(
-        pd.MultiIndex.from_frame(t[["dataset", "judge", "condition"]])).to_numpy()
+    by = ["dataset", "judge", "condition"]
+    t = stats.bootstrap_mean_table(pairs, list(VALUES), by, cluster="key")
+    cells = pd.MultiIndex.from_frame(t[by])
+    grouped = pairs.groupby(by, sort=False)
+    t["invalid_prompts"] = grouped["invalid_prompts"].sum().reindex(cells).to_numpy()
+    t["pairs"] = grouped.size().reindex(cells).to_numpy()
     return t
 
 
@@ -252,9 +241,9 @@ class LabelsResults:
         return label_change(self.pairs)
 
 
-def run(profile: str | LabelsProfile = "book", results_dir: Path | str | None = None,
-        progress: bool = True) -> LabelsResults:
-    """Replay the open-models run for the summaries, then ask (or replay) every judge's label prompts."""
+def run(profile: str | LabelsProfile = "book", progress: bool = True) -> LabelsResults:
+    """Replay the open-models run for the summaries, then ask (or replay) every judge's label prompts
+    (through the judges' stores in the source run's folder)."""
     prof = profile if isinstance(profile, LabelsProfile) else labels_profile(profile)
     src = open_models_profile(prof.source)
     src_dir = om.default_results_dir(src.name)
@@ -286,6 +275,6 @@ def write_tables(profile: str | LabelsProfile = "book", results_dir: Path | str 
     judge, dataset and condition) and ``labels_change.csv`` (the paired change from correct to swapped)."""
     prof = profile if isinstance(profile, LabelsProfile) else labels_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.source)
-    res = run(prof, results_dir, progress)
+    res = run(prof, progress)
     return write_csvs({"labels_pairs.csv": res.pairs, "labels.csv": res.table(), "labels_change.csv": res.change()},
                       results_dir)

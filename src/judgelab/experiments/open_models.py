@@ -202,6 +202,16 @@ class Request:
     messages: list[dict[str, str]]
 
 
+def own_articles(authors: pd.DataFrame, judge: str, articles: pd.Series):
+    """Each article the judge summarised: ``(dataset, key, article, own summary, {author: summary})``, in
+    the order of ``authors`` -- what every pairwise design (the tasks here, the label experiment) starts from."""
+    me = short_name(judge)
+    for (dataset, key), group in authors.groupby(["dataset", "key"], sort=False):
+        by_author = dict(zip(group["author"], group["summary"]))
+        if me in by_author:
+            yield dataset, key, articles[key], by_author[me], by_author
+
+
 def pairwise_requests(authors: pd.DataFrame, judge: str, articles: pd.Series) -> tuple[list[dict], list[Request]]:
     """Both orders of both pairwise tasks for the judge's summary against every other author's.
 
@@ -209,11 +219,7 @@ def pairwise_requests(authors: pd.DataFrame, judge: str, articles: pd.Series) ->
     """
     me = short_name(judge)
     rows, reqs = [], []
-    for (dataset, key), group in authors.groupby(["dataset", "key"], sort=False):
-        by_author = dict(zip(group["author"], group["summary"]))
-        if me not in by_author:
-            continue
-        own, article = by_author[me], articles[key]
+    for dataset, key, article, own, by_author in own_articles(authors, judge, articles):
         for task in PAIRWISE_TASKS:
             for other, theirs in by_author.items():
                 if other == me:
@@ -244,12 +250,18 @@ def _ask(model: StoredModel, reqs: list[Request], options: Sequence[str]):
 
 
 def judge_pairwise(model: StoredModel, authors: pd.DataFrame, articles: pd.Series) -> pd.DataFrame:
-    """One row per pairwise prompt: raw P("1"), P("2"), the mass outside them and the top token.
+    """One row per pairwise prompt: raw P("1"), P("2"), the mass outside them and the top token."""
+    rows, reqs = pairwise_requests(authors, model.name, articles)
+    return ask_one_or_two(model, rows, reqs)
+
+
+def ask_one_or_two(model: StoredModel, rows: list[dict], reqs: list[Request]) -> pd.DataFrame:
+    """Ask ``reqs`` for "1" or "2"; ``rows`` (one per request) with raw P("1"), P("2"), the mass outside
+    them, the top token, the invalid reason and the judge.
 
     An invalid answer (see :class:`~judgelab.models.base.OptionProbs`) gets NaN for ``p1`` and ``p2``,
     ``outside`` 1 and its reason in ``invalid``; the pair it belongs to is then not scored and is counted.
     """
-    rows, reqs = pairwise_requests(authors, model.name, articles)
     answers = _ask(model, reqs, ("1", "2"))
     out = pd.DataFrame(rows)
     out["p1"] = [a.raw[0] if a.valid else np.nan for a in answers]
