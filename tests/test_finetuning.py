@@ -113,7 +113,40 @@ def test_variant_sizes_and_config():
         assert prof.name == name and prof.judges and prof.n_eval >= 1
         assert all(prof.n_train(v) <= prof.first_article for v in prof.variants)
     assert ft.default_results_dir("book") == results_path("finetuning")
+    assert ft.default_results_dir("grow") == results_path("finetuning")  # it fills the book's store
     assert ft.default_results_dir("ci") == results_path("runs", "ci", "finetuning")
+
+
+def test_a_control_at_a_size_of_its_own():
+    """``always_1@500``: the control trained on 500 articles, labelled as the control, named after it."""
+    assert ft.n_train("always_1@500", control_n=50) == 500 and ft.n_train("always_1", control_n=50) == 50
+    assert ft.variant_kind("always_1@500") == "control" and ft.variant_label("length@500") == "length (N = 500)"
+    assert ft.variant_label("500") == "N = 500" and ft.variant_label("always_1") == "always_1"
+    for bad in ("always_1@", "nonsense@500", "base@5", "2@500", "always_1@x"):
+        with pytest.raises(ValueError):
+            ft.n_train(bad)
+    ex = ft.training_examples("length@500", "xsum", OWN, KEYS, other_summaries=OTHERS)
+    assert ex.equals(ft.training_examples("length", "xsum", OWN, KEYS, other_summaries=OTHERS))
+    assert set(ft.training_examples("always_1@500", "xsum", OWN, KEYS, other_summaries=OTHERS)["label"]) == {"1"}
+    order = sorted(["length", "always_1@500", "500", "always_1", "base", "2", "length@500"], key=ft._grid_order)
+    assert order == ["base", "2", "500", "always_1", "always_1@500", "length", "length@500"]
+
+
+def test_grow_profile_is_the_book_grid_and_the_paper_size_cell():
+    book, grow = ft.FINETUNING["book"], ft.FINETUNING["grow"]
+    assert not grow.replay and set(book.cells()) < set(grow.cells())
+    assert grow.n_eval >= 25 and grow.n_drift >= 20  # issue 20, item 5
+    extra = grow.cells()[len(book.cells()):]
+    assert extra == [("500", "xsum"), ("always_1@500", "xsum"), ("length@500", "xsum")]
+    for variant, trained_on in extra:  # 4,000 examples once: 500 steps of 8, no cap
+        cfg = grow.train_config(variant, trained_on)
+        assert grow.n_train(variant) == 500 and cfg.steps(8 * 500) == 500
+    assert grow.train_config("50", "xsum") == book.train  # the grid trains as the book's did
+    assert max(grow.n_train(v) for v, _ in grow.cells()) <= grow.first_article
+    ft.check_committed_grid(grow, ft.default_results_dir("grow"))  # covers the book grid: may write its tables
+    with pytest.raises(ft.CommittedTablesError, match="cells"):
+        ft.check_committed_grid(replace(book, train_datasets=("xsum",), variants=book.variants),
+                                ft.default_results_dir("book"))
 
 
 # --- the loss ----------------------------------------------------------------------------------------------

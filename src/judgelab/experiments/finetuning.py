@@ -76,7 +76,7 @@ from judgelab.paths import atomic_write, file_sha256, replace_dir, results_path,
 from judgelab.profiles import hardware
 from judgelab.prompts import panickssery2024 as P
 from judgelab.store import CallStore, ReplayMiss, StoredModel
-from judgelab.variants import variant_kind, variant_label  # noqa: F401  (re-exported: ft.variant_label)
+from judgelab.variants import split_variant, variant_kind, variant_label  # noqa: F401  (re-exported)
 
 #: the four other released authors of every training article, in the order of the paper's Llama files
 TRAIN_OTHERS: tuple[str, ...] = ("human", "claude", "gpt4", "gpt35")
@@ -89,8 +89,10 @@ OPTIONS = ("1", "2")
 
 
 def default_results_dir(profile: str) -> Path:
-    """``results/finetuning`` for the committed book profile; ``results/runs/<profile>/finetuning`` otherwise."""
-    return results_path("finetuning") if profile == "book" else results_path("runs", profile, "finetuning")
+    """``results/finetuning`` for the committed book profile and for ``grow`` (which fills the same store);
+    ``results/runs/<profile>/finetuning`` otherwise."""
+    return (results_path("finetuning") if profile in ("book", "grow")
+            else results_path("runs", profile, "finetuning"))
 
 
 # --- profiles ----------------------------------------------------------------------------------------------
@@ -143,6 +145,12 @@ class FinetuningProfile:
     n_drift: int = 50
     first_article: int = 500
     train: TrainConfig = TrainConfig()
+    #: (variant, training set) cells beyond the ``variants`` x ``train_datasets`` grid, run after it: the
+    #: paper-size cell and its controls (``("500", "xsum"), ("always_1@500", "xsum"), ...``)
+    extra_cells: tuple[tuple[str, str], ...] = ()
+    #: the training settings of ``extra_cells`` (``None``: ``train``) -- the paper-size cell trains a whole
+    #: epoch where the small grid is capped at ``train.max_steps``
+    extra_train: TrainConfig | None = None
     replay: bool = False
     device: str | None = None
     chunk_size: int = 64
@@ -150,6 +158,16 @@ class FinetuningProfile:
 
     def n_train(self, variant: str) -> int:
         return n_train(variant, self.control_n)
+
+    def train_config(self, variant: str, trained_on: str) -> TrainConfig:
+        """The settings a cell trains with: ``extra_train`` for an extra cell, ``train`` for the grid."""
+        grid = variant in self.variants and trained_on in self.train_datasets
+        return self.train if grid or self.extra_train is None else self.extra_train
+
+    def cells(self) -> list[tuple[str, str]]:
+        """Every (variant, training set) the profile trains, in run order: the grid, then ``extra_cells``."""
+        grid = [(v, ds) for ds in self.train_datasets for v in self.variants]
+        return grid + [c for c in self.extra_cells if c not in grid]
 
 
 FINETUNING: dict[str, FinetuningProfile] = {
@@ -172,6 +190,19 @@ FINETUNING: dict[str, FinetuningProfile] = {
         variants=("2", "10", "50") + CONTROL_VARIANTS, control_n=50, n_eval=8, n_drift=3,
         train=TrainConfig(batch_size=8, max_steps=12),
         replay=True,
+    ),
+    # the book grid at the sizes it is growing to (issue 20): every variant evaluated on 25 held-out articles
+    # per dataset, drift on 20, and the paper-size cell on XSUM -- the recognition variant on N = 500
+    # articles (4,000 examples, one epoch: 500 steps) with the always_1 and length controls at the same
+    # size. Live only, into the committed store (``results/finetuning``) that the book replays: it takes
+    # several background sessions on a CPU (every training resumes from its checkpoint, every call from the
+    # store); once the store holds all of it, the book profile takes these sizes.
+    "grow": FinetuningProfile(
+        "grow", ("smollm2-135m-instruct",), second_judge="qwen2.5-coder-0.5b-instruct",
+        variants=("2", "10", "50") + CONTROL_VARIANTS, control_n=50, n_eval=25, n_drift=20,
+        train=TrainConfig(batch_size=8, max_steps=12),
+        extra_cells=(("500", "xsum"), ("always_1@500", "xsum"), ("length@500", "xsum")),
+        extra_train=TrainConfig(batch_size=8, epochs=1.0),
     ),
     # the paper's size on CUDA: N = 2/10/500, controls on 500 articles, every training example once,
     # 500 held-out articles per dataset, drift on 50; the second drift judge is a larger open model
@@ -249,9 +280,11 @@ def n_train(variant: str, control_n: int = 500) -> int:
     """Training articles of a variant: the number itself for recognition variants, ``control_n`` for controls."""
     if variant_kind(variant) == "recognition":
         return int(variant)
-    if variant in CONTROL_TASKS:
-        return control_n
-    raise ValueError(f"unknown fine-tuning variant {variant!r}: digits (recognition) or one of {CONTROL_VARIANTS}")
+    name, size = split_variant(variant)
+    if name in CONTROL_TASKS:
+        return control_n if size is None else size
+    raise ValueError(f"unknown fine-tuning variant {variant!r}: digits (recognition), one of "
+                     f"{CONTROL_VARIANTS}, or one of those at a size of its own (always_1@500)")
 
 
 def example_pairs(dataset: str, keys: Sequence[str], own: Mapping[str, str],
@@ -281,8 +314,12 @@ def example_pairs(dataset: str, keys: Sequence[str], own: Mapping[str, str],
 
 
 def label_examples(pairs: pd.DataFrame, variant: str, seed: int = 0) -> pd.DataFrame:
-    """Add ``task`` (prompt) and ``label`` ("1"/"2") to ``pairs`` for ``variant``; drop tied property pairs."""
+    """Add ``task`` (prompt) and ``label`` ("1"/"2") to ``pairs`` for ``variant``; drop tied property pairs.
+
+    A control at a size of its own (``always_1@500``) is labelled as the control itself."""
     out = pairs.copy()
+    if variant_kind(variant) == "control":
+        variant = split_variant(variant)[0]
     if variant_kind(variant) == "recognition":
         out["task"], out["label"] = "detection", out["own_position"]
     elif variant == "always_1":
@@ -625,8 +662,11 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
     datasets = sorted(set(prof.train_datasets) | set(prof.eval_datasets), key=("xsum", "cnn").index)
     articles = pd.concat([load_articles(ds).set_index("key")["article"] for ds in datasets])
     eval_keys = {ds: om.held_out_keys(ds, prof.n_eval, prof.first_article) for ds in prof.eval_datasets}
-    n_max = max(prof.n_train(v) for v in prof.variants)
-    train_keys = {ds: load_articles(ds)["key"].iloc[:n_max].tolist() for ds in prof.train_datasets}
+    cells = prof.cells()
+    n_max = max(prof.n_train(v) for v, _ in cells)
+    train_sets = sorted({ds for _, ds in cells}, key=("xsum", "cnn").index)
+    train_keys = {ds: load_articles(ds)["key"].iloc[:max(prof.n_train(v) for v, t in cells if t == ds)].tolist()
+                  for ds in train_sets}
     if n_max > prof.first_article:
         raise ValueError(f"training on {n_max} articles would overlap the held-out articles "
                          f"(from {prof.first_article})")
@@ -645,7 +685,7 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         else:
             tm = get_model(judge, device=prof.device)  # a TransformersModel
             base = StoredModel(tm, base_store, progress=progress, chunk_size=prof.chunk_size)
-        own_train = {ds: om.write_summaries(base, ds, train_keys[ds]) for ds in prof.train_datasets}
+        own_train = {ds: om.write_summaries(base, ds, train_keys[ds]) for ds in train_sets}
         own_eval = {ds: om.write_summaries(base, ds, eval_keys[ds]) for ds in prof.eval_datasets}
         base.store.close()
 
@@ -655,7 +695,10 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         if not prof.replay:
             store.set_meta(f"run:{prof.name}", {"profile": prof.name, "hardware": hardware(),
                                                "date": time.strftime("%Y-%m-%d")})
-        run_meta = store.get_meta("run:book") or store.get_meta(f"run:{prof.name}") or {}
+        # a live run records itself; a replay shows the book run that filled the store (a ``grow`` run that
+        # completes the book's sizes is recorded as ``run:grow``: the book profile reads it once it takes them)
+        run_meta = ((store.get_meta(f"run:{prof.name}") if not prof.replay else None)
+                    or store.get_meta(prof.extra.get("run_record", "run:book")) or store.get_meta(f"run:{prof.name}") or {})
         base_fp = tm.fingerprint if tm is not None else store.fingerprint_for(_stored_name(store, judge))[1]
         weights = om._weights(base_fp)
 
@@ -691,56 +734,56 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
 
         evaluate(base_sm, "base", "none", 0, 0)
 
-        for trained_on in prof.train_datasets:
+        for variant, trained_on in cells:
             own_map = dict(zip(own_train[trained_on]["key"], own_train[trained_on]["summary"]))
-            for variant in prof.variants:
-                n = prof.n_train(variant)
-                name = variant_name(judge, variant, trained_on)
-                path = adapter_dir(results_dir, judge, variant, trained_on)
-                if prof.replay:
-                    fp = _replay_fingerprint(store, name, {"n_train": n, "train": prof.train.as_dict()})
-                    model: Model = _Stub(name, fp)
-                else:
-                    if not adapter_done(path):
-                        ex = training_examples(variant, trained_on, own_map, train_keys[trained_on][:n],
-                                               seed=prof.train.seed)
-                        msgs = example_messages(ex, articles)
-                        t0 = time.time()
-                        ckpt = path.with_name(path.name + ".checkpoint")
-                        peft_model, log = train_lora(tm, msgs, ex["label"].tolist(), prof.train, progress,
-                                                     desc=f"fine-tune {name}", checkpoint=ckpt)
-                        meta = {"judge": me, "variant": variant, "trained_on": trained_on, "n_train": n,
-                                "n_examples": len(ex), "n_dropped_ties": 8 * n - len(ex), "steps": len(log),
-                                "train": prof.train.as_dict(),
-                                # over every session of the run (the loop's clock survives a resume)
-                                "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else time.time() - t0,
-                                "base_fingerprint": base_fp, "hardware": hardware(),
-                                "date": time.strftime("%Y-%m-%d")}
-                        meta = save_adapter(peft_model, path, log, meta)
-                        shutil.rmtree(ckpt, ignore_errors=True)  # spent once the adapter is saved
-                        del peft_model
-                    meta = json.loads((path / META_FILE).read_text())
-                    fp = variant_fingerprint(base_fp, meta)
-                    model = LazyModel(name, fp, lambda path=path, name=name, fp=fp: _merged_model(tm, path, name, fp))
-                sm = stored(model, name)
-                if not prof.replay:
-                    # the training record travels with the store (adapters are not committed)
-                    log = pd.read_csv(path / LOG_FILE)
-                    store.set_meta(_train_key(name, sm.fingerprint_id),
-                                   {**{k: v for k, v in meta.items() if k != "base_fingerprint"},
-                                    "log": log.to_dict(orient="list")})
-                rec = _train_record(store, name, sm.fingerprint_id)
-                steps = int(sm.fingerprint.get("steps", 0))
-                if rec is not None:
-                    log = pd.DataFrame(rec["log"]).assign(judge=me, variant=variant, trained_on=trained_on,
-                                                          n_train=n)
-                    logs.append(log[LOG_COLUMNS + [c for c in log.columns if c not in LOG_COLUMNS]])
-                evaluate(sm, variant, trained_on, n, steps)
-                drift.append(drift_items(sm, raters, own_eval, {ds: eval_keys[ds][: prof.n_drift]
-                                                                for ds in prof.eval_datasets}, articles)
-                             .assign(judge=me, variant=variant, trained_on=trained_on, n_train=n))
-                if isinstance(model, LazyModel):
-                    model.release()
+            n = prof.n_train(variant)
+            train_config = prof.train_config(variant, trained_on)
+            name = variant_name(judge, variant, trained_on)
+            path = adapter_dir(results_dir, judge, variant, trained_on)
+            if prof.replay:
+                fp = _replay_fingerprint(store, name, {"n_train": n, "train": train_config.as_dict()})
+                model: Model = _Stub(name, fp)
+            else:
+                if not adapter_done(path):
+                    ex = training_examples(variant, trained_on, own_map, train_keys[trained_on][:n],
+                                           seed=train_config.seed)
+                    msgs = example_messages(ex, articles)
+                    t0 = time.time()
+                    ckpt = path.with_name(path.name + ".checkpoint")
+                    peft_model, log = train_lora(tm, msgs, ex["label"].tolist(), train_config, progress,
+                                                 desc=f"fine-tune {name}", checkpoint=ckpt)
+                    meta = {"judge": me, "variant": variant, "trained_on": trained_on, "n_train": n,
+                            "n_examples": len(ex), "n_dropped_ties": 8 * n - len(ex), "steps": len(log),
+                            "train": train_config.as_dict(),
+                            # over every session of the run (the loop's clock survives a resume)
+                            "train_seconds": float(log["seconds"].iloc[-1]) if len(log) else time.time() - t0,
+                            "base_fingerprint": base_fp, "hardware": hardware(),
+                            "date": time.strftime("%Y-%m-%d")}
+                    meta = save_adapter(peft_model, path, log, meta)
+                    shutil.rmtree(ckpt, ignore_errors=True)  # spent once the adapter is saved
+                    del peft_model
+                meta = json.loads((path / META_FILE).read_text())
+                fp = variant_fingerprint(base_fp, meta)
+                model = LazyModel(name, fp, lambda path=path, name=name, fp=fp: _merged_model(tm, path, name, fp))
+            sm = stored(model, name)
+            if not prof.replay:
+                # the training record travels with the store (adapters are not committed)
+                log = pd.read_csv(path / LOG_FILE)
+                store.set_meta(_train_key(name, sm.fingerprint_id),
+                               {**{k: v for k, v in meta.items() if k != "base_fingerprint"},
+                                "log": log.to_dict(orient="list")})
+            rec = _train_record(store, name, sm.fingerprint_id)
+            steps = int(sm.fingerprint.get("steps", 0))
+            if rec is not None:
+                log = pd.DataFrame(rec["log"]).assign(judge=me, variant=variant, trained_on=trained_on,
+                                                      n_train=n)
+                logs.append(log[LOG_COLUMNS + [c for c in log.columns if c not in LOG_COLUMNS]])
+            evaluate(sm, variant, trained_on, n, steps)
+            drift.append(drift_items(sm, raters, own_eval, {ds: eval_keys[ds][: prof.n_drift]
+                                                            for ds in prof.eval_datasets}, articles)
+                         .assign(judge=me, variant=variant, trained_on=trained_on, n_train=n))
+            if isinstance(model, LazyModel):
+                model.release()
         store.close()
 
     prompts_df = pd.concat(prompts, ignore_index=True)
@@ -944,7 +987,9 @@ def _grid_order(value: str) -> tuple[int, float]:
         return (0, 0)
     if variant_kind(str(value)) == "recognition":
         return (1, int(value))
-    return (2, CONTROL_VARIANTS.index(value) if value in CONTROL_VARIANTS else len(CONTROL_VARIANTS))
+    name, size = split_variant(str(value))
+    rank = CONTROL_VARIANTS.index(name) if name in CONTROL_VARIANTS else len(CONTROL_VARIANTS)
+    return (2, rank + (0.5 if size is not None else 0.0))  # always_1@500 right after always_1
 
 
 def kind_summary(shifts: pd.DataFrame, by: Sequence[str] = ("judge", "kind", "domain")) -> pd.DataFrame:
@@ -975,7 +1020,8 @@ def check_committed_grid(prof: FinetuningProfile, results_dir: Path) -> None:
     short = [f"{what} {sorted(set(want) - set(have))} missing" for what, want, have in (
         ("judges", book.judges, prof.judges), ("variants", book.variants, prof.variants),
         ("training sets", book.train_datasets, prof.train_datasets),
-        ("evaluation sets", book.eval_datasets, prof.eval_datasets)) if not set(want) <= set(have)]
+        ("evaluation sets", book.eval_datasets, prof.eval_datasets),
+        ("cells", book.cells(), prof.cells())) if not set(want) <= set(have)]
     short += [f"{what} {have} < {want}" for what, want, have in (
         ("n_eval", book.n_eval, prof.n_eval), ("n_drift", book.n_drift, prof.n_drift)) if have < want]
     if short:
