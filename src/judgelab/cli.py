@@ -9,7 +9,7 @@
     judgelab reanalysis [--out DIR]              re-analyse the released data (Panickssery et al. 2024)
     judgelab run open-models --profile P [--extend NAME=N] [--summaries NAME=N]
                                                  run or replay the open-models experiment
-    judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment
+    judgelab run finetuning --profile P [--train-on DATASET]   run or replay the fine-tuning experiment (P: ci, book, gpu, api, grow)
     judgelab run labels --profile ci|book [--judges NAME=N ...] [--live]
                                                  the source-label experiment with the open judges
     judgelab run likelihood --profile ci|book [--judges NAME ...] [--articles N] [--live]

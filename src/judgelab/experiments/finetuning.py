@@ -685,9 +685,17 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         else:
             tm = get_model(judge, device=prof.device)  # a TransformersModel
             base = StoredModel(tm, base_store, progress=progress, chunk_size=prof.chunk_size)
-        own_train = {ds: om.write_summaries(base, ds, train_keys[ds]) for ds in train_sets}
+        own_train: dict[tuple[str, int], dict[str, str]] = {}
+
+        def own_summaries(ds: str, n: int) -> dict[str, str]:
+            """The base judge's own summaries of the first ``n`` training articles of ``ds``, written when a
+            cell first needs them (the paper-size cell's 500 wait until the grid before it is done)."""
+            if (ds, n) not in own_train:
+                df = om.write_summaries(base, ds, train_keys[ds][:n])
+                own_train[(ds, n)] = dict(zip(df["key"], df["summary"]))
+            return own_train[(ds, n)]
+
         own_eval = {ds: om.write_summaries(base, ds, eval_keys[ds]) for ds in prof.eval_datasets}
-        base.store.close()
 
         # named and checked as the open-models stores are (see open_models.store_path): distinct judges,
         # distinct files; replay opens it read-only and never creates it
@@ -735,7 +743,6 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         evaluate(base_sm, "base", "none", 0, 0)
 
         for variant, trained_on in cells:
-            own_map = dict(zip(own_train[trained_on]["key"], own_train[trained_on]["summary"]))
             n = prof.n_train(variant)
             train_config = prof.train_config(variant, trained_on)
             name = variant_name(judge, variant, trained_on)
@@ -745,8 +752,8 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
                 model: Model = _Stub(name, fp)
             else:
                 if not adapter_done(path):
-                    ex = training_examples(variant, trained_on, own_map, train_keys[trained_on][:n],
-                                           seed=train_config.seed)
+                    ex = training_examples(variant, trained_on, own_summaries(trained_on, n),
+                                           train_keys[trained_on][:n], seed=train_config.seed)
                     msgs = example_messages(ex, articles)
                     t0 = time.time()
                     ckpt = path.with_name(path.name + ".checkpoint")
@@ -785,6 +792,7 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
             if isinstance(model, LazyModel):
                 model.release()
         store.close()
+        base.store.close()
 
     prompts_df = pd.concat(prompts, ignore_index=True)
     return FinetuningResults(prompts_df, finetuned_pair_scores(prompts_df),
