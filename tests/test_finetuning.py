@@ -144,6 +144,8 @@ def test_grow_profile_is_the_book_grid_and_the_paper_size_cell():
     assert grow.train_config("50", "xsum") == book.train  # the grid trains as the book's did
     assert max(grow.n_train(v) for v, _ in grow.cells()) <= grow.first_article
     ft.check_committed_grid(grow, ft.default_results_dir("grow"))  # covers the book grid: may write its tables
+    # and its base judge's own summaries are the open-models book store's, not a new store of its own
+    assert om.default_results_dir(ft._store_profile("grow")) == om.default_results_dir("book")
     with pytest.raises(ft.CommittedTablesError, match="cells"):
         ft.check_committed_grid(replace(book, train_datasets=("xsum",), variants=book.variants),
                                 ft.default_results_dir("book"))

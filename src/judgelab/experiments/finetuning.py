@@ -88,11 +88,17 @@ CONTROL_TASKS: dict[str, str] = {"always_1": "detection", "random": "detection",
 OPTIONS = ("1", "2")
 
 
+def _store_profile(profile: str) -> str:
+    """The profile whose folders a run uses: ``grow`` fills the book's stores (and reads the book judges'
+    own summaries from the open-models book store); every other profile its own."""
+    return "book" if profile == "grow" else profile
+
+
 def default_results_dir(profile: str) -> Path:
     """``results/finetuning`` for the committed book profile and for ``grow`` (which fills the same store);
     ``results/runs/<profile>/finetuning`` otherwise."""
-    return (results_path("finetuning") if profile in ("book", "grow")
-            else results_path("runs", profile, "finetuning"))
+    profile = _store_profile(profile)
+    return results_path("finetuning") if profile == "book" else results_path("runs", profile, "finetuning")
 
 
 # --- profiles ----------------------------------------------------------------------------------------------
@@ -658,7 +664,7 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
     prof = finetuning_profile(profile)
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir(prof.name)
     base_results_dir = (Path(base_results_dir) if base_results_dir is not None
-                        else om.default_results_dir(prof.name))
+                        else om.default_results_dir(_store_profile(prof.name)))
     datasets = sorted(set(prof.train_datasets) | set(prof.eval_datasets), key=("xsum", "cnn").index)
     articles = pd.concat([load_articles(ds).set_index("key")["article"] for ds in datasets])
     eval_keys = {ds: om.held_out_keys(ds, prof.n_eval, prof.first_article) for ds in prof.eval_datasets}
