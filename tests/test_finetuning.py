@@ -524,3 +524,47 @@ def test_drift_findings_reads_interval_widths_not_habit():
         in real
     assert "The largest departure from 0.5 is 0.700" in real
     assert "With 25 articles per dataset the intervals are 0.200 wide (median)" in real and "zero width" not in real
+
+
+def _paper_size_inputs(r500=(0.70, 0.62, 0.78), s500=(0.60, 0.52, 0.68), ctl=(0.50, 0.48, 0.52)):
+    """Our variants.csv rows for the paper-size cell and the released finetuned.csv rows beside them."""
+    ours = []
+    for v, (r, s) in {"500": (r500, s500), "always_1@500": (ctl, ctl), "length@500": (ctl, ctl),
+                      "50": ((0.9, 0.8, 1.0), (0.9, 0.8, 1.0))}.items():
+        for ev in ("xsum", "cnn"):
+            ours.append({"judge": "smollm2-135m-instruct", "variant": v, "n_train": 500 if "5" in v[:1] or "@" in v else 50,
+                         "trained_on": "xsum", "evaluated_on": ev, "n_articles": 25,
+                         "recognition": r[0], "recognition_low": r[1], "recognition_high": r[2],
+                         "preference": s[0], "preference_low": s[1], "preference_high": s[2]})
+    released = []
+    for fam, val in (("gpt35", 0.896), ("llama", 0.735)):
+        for v in ("500", "always_1", "length", "random"):
+            for tr in ("xsum", "cnn"):
+                released.append({"evaluator_family": fam, "trained_on": tr, "evaluated_on": "xsum", "variant": v,
+                                 "n_train": 500, "n_eval": 500, "recognition": val, "recognition_low": val - 0.01,
+                                 "recognition_high": val + 0.01, "preference": val, "preference_low": val - 0.01,
+                                 "preference_high": val + 0.01})
+    return pd.DataFrame(ours), pd.DataFrame(released)
+
+
+def test_paper_size_table_sets_our_cell_beside_the_released_one():
+    ours, released = _paper_size_inputs()
+    t = ft.paper_size_table(ours, released)
+    assert set(t["variant"]) == {"500", "always_1", "length"}  # N = 50 and the random control are not in it
+    assert (t.loc[t["who"] == "ours", "n_train"] == 500).all() and set(t["who"]) == {"ours", "gpt35", "llama"}
+    first = t.iloc[0]
+    assert (first["variant"], first["evaluated_on"], first["who"]) == ("500", "xsum", "ours")
+    assert len(t[(t["who"] != "ours")]) == 6  # trained on XSUM only: 2 families x 3 variants x 1 evaluation set
+    text = ft.paper_size_text(t)
+    assert "R is 0.700 [0.620, 0.780] over 25 articles, above chance" in text
+    assert "gpt35 0.896" in text and "its S 0.600, above chance" in text
+    assert "The always_1 control at 500 articles: R not distinguishable from chance" in text
+
+
+def test_paper_size_text_follows_the_intervals():
+    ours, released = _paper_size_inputs(r500=(0.48, 0.40, 0.56), s500=(0.40, 0.35, 0.45), ctl=(0.60, 0.55, 0.65))
+    text = ft.paper_size_text(ft.paper_size_table(ours, released))
+    assert "R is 0.480 [0.400, 0.560] over 25 articles, not distinguishable from chance" in text
+    assert "its S 0.400, below chance" in text and "R above chance, S above chance" in text
+    none = ft.paper_size_text(ft.paper_size_table(ours[ours["variant"] == "50"], released))
+    assert "not in the committed run yet" in none
