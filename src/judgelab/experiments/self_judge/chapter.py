@@ -451,9 +451,9 @@ PAPER_CLAIMS: tuple[tuple[str, str, str, tuple[str, str], tuple[str, str]], ...]
     ("the trained judge beats its own training signal (with reference)", "selfj_self_j_ref",
      "selfeval_ref_cosine", ("with reference", "Self-J"), ("with reference", "Self-eval + Cosine")),
     ("the trained reference-free judge beats untrained self-evaluation", "selfj_self_j_free", "selfeval_free",
-     ("without reference", "Self-J 13B judge"), ("without reference", "Self-eval")),
+     ("without reference", "Self-J judge"), ("without reference", "Self-eval")),
     ("the trained reference-free judge beats perplexity", "selfj_self_j_free", "logprob",
-     ("without reference", "Self-J 13B judge"), ("without reference", "Perplexity")),
+     ("without reference", "Self-J judge"), ("without reference", "Perplexity")),
 )
 
 

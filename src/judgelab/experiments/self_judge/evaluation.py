@@ -189,7 +189,9 @@ PAPER_PEARSON: dict[tuple[str, str], float] = {
     ("without reference", "Self-eval"): 11.46,
     ("without reference", "Auto-J-13b"): 43.54,
     ("without reference", "UltraRM-13b"): 52.98,
-    ("without reference", "Self-J 13B judge"): 58.65,
+    # the README's "Self-J 13B judge": named by what it is, not by its size, so that our 135M reference-free
+    # judge, which takes this row, is not read as a 13B model
+    ("without reference", "Self-J judge"): 58.65,
 }
 PAPER_SOURCE = "Ye & Ng 2024, README of github.com/nusnlp/Self-J (Pearson r x 100, average over five models)"
 

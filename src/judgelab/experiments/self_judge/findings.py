@@ -124,7 +124,7 @@ def paper_sentence() -> str:
             f"models): with the reference, the cosine gives {p[(w, 'Cosine')]:.2f}, self-evaluation "
             f"{p[(w, 'Self-eval')]:.2f}, the two combined {p[(w, 'Self-eval + Cosine')]:.2f} and the trained Self-J "
             f"judge {p[(w, 'Self-J')]:.2f}; without it, perplexity gives {p[(wo, 'Perplexity')]:.2f}, "
-            f"self-evaluation {p[(wo, 'Self-eval')]:.2f} and the trained 13B judge {p[(wo, 'Self-J 13B judge')]:.2f} "
+            f"self-evaluation {p[(wo, 'Self-eval')]:.2f} and the trained 13B judge {p[(wo, 'Self-J judge')]:.2f} "
             f"(UltraRM-13b, a reward model trained on human preferences, {p[(wo, 'UltraRM-13b')]:.2f}). As a reward "
             f"model for best-of-32 sampling it raises WizardLM-13B-V1.2's AlpacaEval win rate ({bon}).")
 

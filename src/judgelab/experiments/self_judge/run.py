@@ -514,7 +514,7 @@ def trained_methods(variants: Sequence[str]) -> dict[str, tuple[str, str]]:
     m: dict[str, tuple[str, str]] = {}
     for v in variants:
         m[f"selfj_{v}_ref"] = ("with reference", "Self-J" if v == "self_j" else f"Self-J ({v})")
-        m[f"selfj_{v}_free"] = ("without reference", "Self-J 13B judge" if v == "self_j" else f"Self-J ({v})")
+        m[f"selfj_{v}_free"] = ("without reference", "Self-J judge" if v == "self_j" else f"Self-J ({v})")
     return m
 
 
