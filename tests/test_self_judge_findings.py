@@ -296,6 +296,11 @@ def test_ablation_sentence_compares_the_full_judge_with_each_ablation():
     assert "Self-J (without reference) against Self-J ablation no_distill (without reference)" in s and "higher" in s
     assert "Self-eval (without reference)" not in s  # not an ablation
     assert "have not been evaluated" in F.ablation_sentence(d.iloc[1:])
+    assert F.ablations_text(d.iloc[1:]) == "The ablations have not been evaluated yet."  # said once, not twice
+    both = pd.concat([d, _diffs([("selfj_self_j_ref", "selfj_no_distill_ref", 0.3, 0.2, 0.01, 0.2)])])
+    text = F.ablations_text(both)
+    assert text.index("no_distill (without reference)") < text.index("no_distill (with reference)")
+    assert "have not been evaluated" not in text and "have not been evaluated" not in F.ablations_text(d)
 
 
 def _bon(win, lo, hi):

@@ -639,6 +639,14 @@ def ablation_sentence(diffs: pd.DataFrame, setting: str = "free", combination: s
     return " ".join(comparison_sentence(diffs, full, b, combination) for b in t["b"])
 
 
+def ablations_text(diffs: pd.DataFrame, combination: str = "mean") -> str:
+    """The full judge against each evaluated ablation, reference-free then with the reference; one pending
+    sentence, not one per setting, while no ablation has been evaluated."""
+    parts = [ablation_sentence(diffs, setting, combination) for setting in ("free", "ref")]
+    done = [p for p in parts if p != "The ablations have not been evaluated yet."]
+    return "\n\n".join(done) if done else "The ablations have not been evaluated yet."
+
+
 def best_of_n_sentence(bon: pd.DataFrame) -> str:
     """The picker's win rate against the first sample and against the reference at each N, by the rater, both
     orders averaged, with intervals: above 0.5 is a gain."""
