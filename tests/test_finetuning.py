@@ -113,7 +113,8 @@ def test_variant_sizes_and_config():
         assert prof.name == name and prof.judges and prof.n_eval >= 1
         assert all(prof.n_train(v) <= prof.first_article for v in prof.variants)
     assert ft.default_results_dir("book") == results_path("finetuning")
-    assert ft.default_results_dir("grow") == results_path("finetuning")  # it fills the book's store
+    # a store of its own: retrained adapters are new models, and a store keeps one fingerprint per name
+    assert ft.default_results_dir("grow") == results_path("finetuning_grow")
     assert ft.default_results_dir("ci") == results_path("runs", "ci", "finetuning")
 
 
@@ -143,7 +144,7 @@ def test_grow_profile_is_the_book_grid_and_the_paper_size_cell():
         assert grow.n_train(variant) == 500 and cfg.steps(8 * 500) == 500
     assert grow.train_config("50", "xsum") == book.train  # the grid trains as the book's did
     assert max(grow.n_train(v) for v, _ in grow.cells()) <= grow.first_article
-    ft.check_committed_grid(grow, ft.default_results_dir("grow"))  # covers the book grid: may write its tables
+    ft.check_committed_grid(grow, ft.default_results_dir("grow"))  # its own folder: writes its own tables
     # and its base judge's own summaries are the open-models book store's, not a new store of its own
     assert om.default_results_dir(ft._store_profile("grow")) == om.default_results_dir("book")
     with pytest.raises(ft.CommittedTablesError, match="cells"):

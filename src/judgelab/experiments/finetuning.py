@@ -89,15 +89,18 @@ OPTIONS = ("1", "2")
 
 
 def _store_profile(profile: str) -> str:
-    """The profile whose folders a run uses: ``grow`` fills the book's stores (and reads the book judges'
-    own summaries from the open-models book store); every other profile its own."""
+    """The open-models folder whose stores hold a profile's base judges' own summaries: the book's for
+    ``grow`` (the same summaries the book's grid was trained and evaluated on), its own otherwise."""
     return "book" if profile == "grow" else profile
 
 
 def default_results_dir(profile: str) -> Path:
-    """``results/finetuning`` for the committed book profile and for ``grow`` (which fills the same store);
+    """``results/finetuning`` for the committed book profile; ``results/finetuning_grow`` for ``grow`` (its
+    own committed store: a retrained adapter is a new model, and a store keeps one fingerprint per model
+    name, so the grown grid cannot share the book's store while the book still replays the old one);
     ``results/runs/<profile>/finetuning`` otherwise."""
-    profile = _store_profile(profile)
+    if profile == "grow":
+        return results_path("finetuning_grow")
     return results_path("finetuning") if profile == "book" else results_path("runs", profile, "finetuning")
 
 
@@ -200,9 +203,9 @@ FINETUNING: dict[str, FinetuningProfile] = {
     # the book grid at the sizes it is growing to (issue 20): every variant evaluated on 25 held-out articles
     # per dataset, drift on 20, and the paper-size cell on XSUM -- the recognition variant on N = 500
     # articles (4,000 examples, one epoch: 500 steps) with the always_1 and length controls at the same
-    # size. Live only, into the committed store (``results/finetuning``) that the book replays: it takes
-    # several background sessions on a CPU (every training resumes from its checkpoint, every call from the
-    # store); once the store holds all of it, the book profile takes these sizes.
+    # size. Live only, into its own committed store (``results/finetuning_grow``): it takes several
+    # background sessions on a CPU (every training resumes from its checkpoint, every call from the store);
+    # once the store holds all of it, the book profile takes these sizes and that folder.
     "grow": FinetuningProfile(
         "grow", ("smollm2-135m-instruct",), second_judge="qwen2.5-coder-0.5b-instruct",
         variants=("2", "10", "50") + CONTROL_VARIANTS, control_n=50, n_eval=25, n_drift=20,
