@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("open-models", "out-of-box self-recognition with open models"),
                        ("finetuning", "fine-tuning judges on self-recognition")):
         p = run.add_parser(name, help=text)
-        # finetuning's ``grow``: the book grid at the sizes it is growing to, live into the book's store
+        # finetuning's ``grow``: the book grid at the sizes it is growing to, live into results/finetuning_grow
         p.add_argument("--profile", choices=PROFILES + (("grow",) if name == "finetuning" else ()), required=True)
         p.add_argument("--results-dir", type=Path, default=None,
                        help="where tables and stores go (default: the profile's directory)")

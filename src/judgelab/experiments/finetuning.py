@@ -712,10 +712,9 @@ def run(profile: str | FinetuningProfile = "book", results_dir: Path | str | Non
         if not prof.replay:
             store.set_meta(f"run:{prof.name}", {"profile": prof.name, "hardware": hardware(),
                                                "date": time.strftime("%Y-%m-%d")})
-        # a live run records itself; a replay shows the book run that filled the store (a ``grow`` run that
-        # completes the book's sizes is recorded as ``run:grow``: the book profile reads it once it takes them)
+        # a live run records itself; a replay shows the book run that filled the store
         run_meta = ((store.get_meta(f"run:{prof.name}") if not prof.replay else None)
-                    or store.get_meta(prof.extra.get("run_record", "run:book")) or store.get_meta(f"run:{prof.name}") or {})
+                    or store.get_meta("run:book") or store.get_meta(f"run:{prof.name}") or {})
         base_fp = tm.fingerprint if tm is not None else store.fingerprint_for(_stored_name(store, judge))[1]
         weights = om._weights(base_fp)
 
