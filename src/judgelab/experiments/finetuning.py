@@ -1035,23 +1035,17 @@ def paper_size_table(variants: pd.DataFrame, released: pd.DataFrame, trained_on:
     (variant, evaluation set, who); ``who`` is ``ours`` (the judge's name in ``judge``) or the released
     family. Ours is absent (no row) until the committed run has the cell.
     """
-    rows = []
+    rs = ["recognition", "recognition_low", "recognition_high", "preference", "preference_low", "preference_high"]
+    cols = ["variant", "evaluated_on", "who", "judge", "n_train", "n", *rs]
     ours = variants[(variants["trained_on"] == trained_on) & variants["variant"].astype(str).isin(PAPER_SIZE_CELL)]
-    for r in ours.itertuples():
-        rows.append({"variant": PAPER_SIZE_CELL[str(r.variant)], "evaluated_on": r.evaluated_on, "who": "ours",
-                     "judge": r.judge, "n_train": int(r.n_train), "n": int(r.n_articles),
-                     **{c: getattr(r, c) for c in ("recognition", "recognition_low", "recognition_high",
-                                                   "preference", "preference_low", "preference_high")}})
+    ours = ours.assign(variant=ours["variant"].astype(str).map(PAPER_SIZE_CELL), who="ours",
+                       n=ours["n_articles"])
     rel = released[(released["trained_on"] == trained_on)
                    & released["variant"].astype(str).isin(set(PAPER_SIZE_CELL.values()))]
-    for r in rel.itertuples():
-        rows.append({"variant": str(r.variant), "evaluated_on": r.evaluated_on, "who": r.evaluator_family,
-                     "judge": r.evaluator_family, "n_train": int(r.n_train), "n": int(r.n_eval),
-                     **{c: getattr(r, c) for c in ("recognition", "recognition_low", "recognition_high",
-                                                   "preference", "preference_low", "preference_high")}})
-    cols = ["variant", "evaluated_on", "who", "judge", "n_train", "n", "recognition", "recognition_low",
-            "recognition_high", "preference", "preference_low", "preference_high"]
-    out = pd.DataFrame(rows, columns=cols)
+    rel = rel.assign(variant=rel["variant"].astype(str), who=rel["evaluator_family"],
+                     judge=rel["evaluator_family"], n=rel["n_eval"])
+    out = pd.concat([ours.reindex(columns=cols), rel.reindex(columns=cols)], ignore_index=True)
+    out = out.astype({"n_train": int, "n": int}) if len(out) else pd.DataFrame(columns=cols)
     rank = {**{v: i for i, v in enumerate(PAPER_SIZE_CELL.values())}, "xsum": 0, "cnn": 1, "ours": 0}
     return out.sort_values(["variant", "evaluated_on", "who"], key=lambda c: c.map(lambda v: rank.get(v, 9)),
                            kind="stable", ignore_index=True)
