@@ -273,3 +273,33 @@ def test_every_zoo_model_loads_and_answers(name):
     finally:
         del model
         gc.collect()
+
+
+def test_bfloat16_weights_are_a_distinct_model_that_agrees_closely(smollm2, xsum):
+    """``dtype="bfloat16"`` rounds the weights once (every parameter bf16), says so in the fingerprint -- so
+    its calls get other store keys and a store never mixes the precisions -- and answers the same real
+    prompts within a few hundredths of float32 (``benchmarks/precision.py`` measures it at scale)."""
+    import torch
+
+    from judgelab.models import get_model
+    from judgelab.models.base import GenerationConfig
+    from judgelab.store import call_key
+
+    bf = get_model(f"zoo:{SMOLLM2}", device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in bf.model.parameters()} == {torch.bfloat16}
+    assert bf.fingerprint == {**smollm2.fingerprint, "dtype": "bfloat16"}
+    assert smollm2.fingerprint["dtype"] == "float32"
+    assert {p.dtype for p in smollm2.model.parameters()} == {torch.float32}  # the shared fixture untouched
+    prompts = pairwise_prompts(xsum)
+    assert bf.fingerprint_id != smollm2.fingerprint_id
+    assert call_key(bf.fingerprint_id, "option_probs", prompts[0], {}) != \
+        call_key(smollm2.fingerprint_id, "option_probs", prompts[0], {})
+    ref, got = smollm2.option_probs(prompts, ("1", "2")), bf.option_probs(prompts, ("1", "2"))
+    assert all(g.valid for g in got)
+    diffs = [abs(r["1"] - g["1"]) for r, g in zip(ref, got)]
+    assert max(diffs) < 0.05, diffs
+    assert 0 < sum(diffs)  # really another computation, not the float32 weights again
+    assert bf.generate([P.summary_messages("xsum", next(iter(xsum.values()))[0])],
+                       GenerationConfig(max_new_tokens=8))[0].strip()
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16'"):
+        get_model(f"zoo:{SMOLLM2}", device="cpu", dtype="float16")
