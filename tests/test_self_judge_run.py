@@ -184,3 +184,33 @@ def test_ci_train_evaluate_trained_and_best_of_n(ci_run):
     again = sjrun.run_self_judge(replace(sjrun.SELF_JUDGE_PROFILES["ci"], replay=True),
                                  ["evaluate_trained", "best_of_n"], results_dir=out)
     pd.testing.assert_frame_equal(pd.read_csv(again["best_of_n.csv"]), rates)
+    # a run restricted to one variant (as the book's ablations were run) adds to the tables, never drops
+    # the variants it was not asked for
+    only = sjrun.run_self_judge("ci", ["train", "evaluate_trained"], results_dir=out, variants=["no_distill"])
+    pd.testing.assert_frame_equal(pd.read_csv(only["training_runs.csv"]).set_index("variant"), runs)
+    pd.testing.assert_frame_equal(pd.read_csv(only["eval_trained.csv"]), trained)
+    assert "Self-J" in set(pd.read_csv(only["pearson_paper_all.csv"])["method"])
+
+
+def test_a_run_of_some_variants_keeps_the_others_rows_and_columns(tmp_path):
+    """``--variants cosine_only`` must add the ablation to the committed tables, not replace the full Self-J
+    (before this, the last run's variants were all a table held)."""
+    runs = tmp_path / "training_runs.csv"
+    pd.DataFrame({"variant": ["self_j", "no_distill"], "steps": [98, 5]}).to_csv(runs, index=False)
+    new = pd.DataFrame({"variant": ["cosine_only", "no_distill"], "steps": [98, 98]})
+    got = sjrun.keep_other_variants(new, runs, ["cosine_only", "no_distill"])
+    assert got.to_dict("list") == {"variant": ["self_j", "cosine_only", "no_distill"], "steps": [98, 98, 98]}
+    assert sjrun.keep_other_variants(new, tmp_path / "absent.csv", ["cosine_only", "no_distill"])[
+        "variant"].tolist() == ["cosine_only", "no_distill"]
+
+    wide = tmp_path / "eval_trained.csv"
+    pd.DataFrame({"id": [1, 2], "selfj_self_j_ref": [3.0, 4.0], "selfj_self_j_free": [5.0, 6.0],
+                  "selfj_cosine_only_ref": [0.0, 0.0]}).to_csv(wide, index=False)
+    new = pd.DataFrame({"id": [2, 1], "selfj_cosine_only_ref": [7.0, 8.0]})
+    got = sjrun.keep_other_variant_columns(new, wide, ["cosine_only"])
+    assert list(got.columns) == ["id", "selfj_self_j_ref", "selfj_self_j_free", "selfj_cosine_only_ref"]
+    assert got.set_index("id").loc[1].tolist() == [3.0, 5.0, 8.0]  # matched on id, the new run's own scores
+    assert sjrun.evaluated_variants(got) == ["self_j", "cosine_only"]
+    with pytest.raises(ValueError, match="scores other answers"):
+        sjrun.keep_other_variant_columns(pd.DataFrame({"id": [9], "selfj_cosine_only_ref": [1.0]}), wide,
+                                         ["cosine_only"])

@@ -442,7 +442,8 @@ def _base_judge(prof: SelfJudgeProfile):
 
 def stage_train(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
     """Train every variant not yet trained (a finished variant's adapter is kept and skipped); the training
-    records go into the judge's store (so the book replays without adapters) and ``training_runs.csv``."""
+    records go into the judge's store (so the book replays without adapters) and ``training_runs.csv``,
+    which keeps the rows of variants this run was not asked for (``--variants``)."""
     out = Path(results_dir)
     if prof.replay:
         return {k: out / k for k in ("training_runs.csv", "training_log.csv") if (out / k).is_file()}
@@ -463,9 +464,11 @@ def stage_train(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
     runs = pd.DataFrame([{k: m[k] for k in ("variant", "description", "label", "combination", "ce_student", "kl",
                                             "kl_over", "n_examples", "n_dropped", "n_too_long", "steps", "seconds",
                                             "adapter_sha256", "date", "hardware")} for m in metas])
-    return {"training_runs.csv": write_csv(runs.assign(profile=prof.name, judge=prof.judge_model),
-                                           out / "training_runs.csv"),
-            "training_log.csv": write_csv(pd.concat(logs, ignore_index=True), out / "training_log.csv")}
+    runs = keep_other_variants(runs.assign(profile=prof.name, judge=prof.judge_model), out / "training_runs.csv",
+                               prof.variants)
+    log = keep_other_variants(pd.concat(logs, ignore_index=True), out / "training_log.csv", prof.variants)
+    return {"training_runs.csv": write_csv(runs, out / "training_runs.csv"),
+            "training_log.csv": write_csv(log, out / "training_log.csv")}
 
 
 def trained_judge(prof: SelfJudgeProfile, results_dir: Path, variant: str, tm=None) -> StoredModel:
@@ -518,13 +521,54 @@ def trained_methods(variants: Sequence[str]) -> dict[str, tuple[str, str]]:
     return m
 
 
+def _variant_order(variants) -> list[str]:
+    """``variants`` in :data:`.training.VARIANTS` order (the full Self-J first, then the ablations)."""
+    return [v for v in tr.VARIANTS if v in set(variants)]
+
+
+def keep_other_variants(new: pd.DataFrame, path: Path, variants: Sequence[str]) -> pd.DataFrame:
+    """``new`` (rows of ``variants``, in a ``variant`` column) with the rows of every other variant already in
+    the table at ``path``: a run restricted to some variants (``--variants``) adds to the committed table
+    instead of replacing the variants it did not run. Rows are ordered by variant as in VARIANTS."""
+    if Path(path).is_file():
+        old = pd.read_csv(path)
+        if "variant" in old.columns:
+            new = pd.concat([old[~old["variant"].isin(set(variants))], new], ignore_index=True)
+    rank = {v: i for i, v in enumerate(tr.VARIANTS)}
+    return new.sort_values("variant", key=lambda c: c.map(lambda v: rank.get(v, len(rank))), kind="stable",
+                           ignore_index=True)
+
+
+def keep_other_variant_columns(new: pd.DataFrame, path: Path, variants: Sequence[str]) -> pd.DataFrame:
+    """``eval_trained``'s wide table (one row per answer ``id``, columns ``selfj_<variant>_*``) with the
+    columns of every other variant already in the table at ``path`` (see :func:`keep_other_variants`)."""
+    if not Path(path).is_file():
+        return new
+    old = pd.read_csv(path)
+    others = [v for v in tr.VARIANTS if v not in set(variants)]
+    cols = [c for c in old.columns for v in others if c.startswith(f"selfj_{v}_")]
+    if cols:
+        if set(old["id"]) != set(new["id"]):
+            raise ValueError(f"{path} scores other answers than this run ({len(old)} against {len(new)} ids): "
+                             "rerun evaluate_trained for every variant")
+        new = new.merge(old[["id", *cols]], on="id", how="left")
+    order = [c for v in tr.VARIANTS for c in new.columns if c.startswith(f"selfj_{v}_")]
+    return new[["id", *order, *[c for c in new.columns if c != "id" and c not in order]]]
+
+
+def evaluated_variants(table: pd.DataFrame) -> list[str]:
+    """The variants with scores in an ``eval_trained`` table, in VARIANTS order."""
+    return [v for v in tr.VARIANTS if f"selfj_{v}_ref" in table.columns]
+
+
 def stage_evaluate_trained(prof: SelfJudgeProfile, results_dir: Path) -> dict[str, Path]:
     out = Path(results_dir)
-    t = trained_scores(prof, out)
+    t = keep_other_variant_columns(trained_scores(prof, out), out / "eval_trained.csv", prof.variants)
     paths = {"eval_trained.csv": write_csv(t, out / "eval_trained.csv")}
     if (out / "eval_scores.csv").is_file():
         scores = pd.read_csv(out / "eval_scores.csv").merge(t, on="id", how="left")
-        methods = {**{m: v for m, v in EVAL_METHODS.items() if m in scores.columns}, **trained_methods(prof.variants)}
+        methods = {**{m: v for m, v in EVAL_METHODS.items() if m in scores.columns},
+                   **trained_methods(evaluated_variants(t))}
         pearson = ev_mod.pearson_table(scores, list(methods))
         prov = scores.iloc[0][["judge", "fingerprint_id", "weights_sha256", "profile", "run_date", "hardware"]]
         paper = ev_mod.paper_comparison(pearson, methods).assign(**prov.to_dict())
