@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 
 from judgelab import plots
 from judgelab.experiments.self_judge import chapter as C
+from judgelab.experiments.self_judge import findings as F
 from judgelab.experiments.self_judge import run as sjrun
 from judgelab.stats import pearson
 from judgelab.store import CallStore
@@ -67,11 +68,24 @@ def test_stage_progress_counts_the_stores_work_and_reads_tables_as_done(tmp_path
     assert p.loc["evaluate", "state"] == C.COMPUTED and p.loc["evaluate", "done"] == p.loc["evaluate", "total"] == 16
     assert p.loc["train", "state"] == C.NOT_STARTED and p.loc["train", "total"] == len(prof.variants)
     assert p.loc["evaluate", "missing_tables"].startswith("eval_scores.csv")
-    # the tables make a stage done, whatever the stores hold
+    # tables with part of the work stored (one of the variants trained, as a --variants run leaves them) are
+    # partial, not done; with all of it, done
     for name in C.STAGE_TABLES["train"]:
         pd.DataFrame({"x": [1]}).to_csv(tmp_path / name, index=False)
-    p2 = C.stage_progress(prof, tmp_path).set_index("stage")
-    assert p2.loc["train", "state"] == C.DONE and p2.loc["train", "tables"] == "2 of 2"
+    st = CallStore(judge, identity=sjrun.om.judge_identity(prof.judge_model))
+    st.set_meta(f"selfj:train:{prof.variants[0]}", {"variant": prof.variants[0]})
+    st.close()
+    p2 = C.stage_progress(prof, tmp_path)
+    row = p2.set_index("stage").loc["train"]
+    assert row["state"] == C.PARTIAL and row["tables"] == "2 of 2" and (row["done"], row["total"]) == (1, 2)
+    assert "in these tables: the stores hold 1 of 2 judge variants trained" in F.partial_sentence(p2, "train")
+    assert F.partial_sentence(p2, "evaluate") == ""  # not partial: nothing to say
+    assert "`train`, 1 of 2" in F.progress_sentence(p2)  # counted as running, not complete
+    st = CallStore(judge, identity=sjrun.om.judge_identity(prof.judge_model))
+    st.set_meta(f"selfj:train:{prof.variants[1]}", {"variant": prof.variants[1]})
+    st.close()
+    p3 = C.stage_progress(prof, tmp_path).set_index("stage")
+    assert p3.loc["train", "state"] == C.DONE
     # nothing was written to the stores
     assert C._stored_labels(policy, [f"answer/{first.source}/{first.id}/0"]) == 1
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from judgelab.experiments.self_judge import evaluation as ev_mod
 from judgelab.experiments.self_judge import run as sjrun
-from judgelab.experiments.self_judge.findings import method_name
+from judgelab.experiments.self_judge.findings import PARTIAL, method_name
 from judgelab.stats import LEVEL, N_RESAMPLES, SEED
 
 #: the tables each stage writes (``run.py``'s stage functions), in stage order; a stage is done when all exist
@@ -58,6 +58,8 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
 
 #: the states :func:`stage_progress` reports
 DONE, COMPUTED, RUNNING, NOT_STARTED = "done", "computed, tables not written", "in progress", "not started"
+#: and PARTIAL (from findings): tables written for part of a stage's work, as a run restricted to some judge
+#: variants (``--variants``) leaves them
 
 
 # --- reading ----------------------------------------------------------------------------------------------------
@@ -156,8 +158,10 @@ def _meta(path: Path, names: Iterable[str]) -> int:
 
 def stage_progress(prof: sjrun.SelfJudgeProfile, results_dir: Path | str,
                    tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """One row per stage: ``state`` (:data:`DONE`: its tables exist; :data:`COMPUTED`: the stores hold all its
-    work but the tables are not written; :data:`RUNNING`; :data:`NOT_STARTED`), ``done`` and ``total`` units of
+    """One row per stage: ``state`` (:data:`DONE`: its tables exist and the stores hold all its work;
+    :data:`PARTIAL`: its tables exist for part of the work, e.g. some judge variants; :data:`COMPUTED`: the
+    stores hold all its work but the tables are not written; :data:`RUNNING`; :data:`NOT_STARTED`),
+    ``done`` and ``total`` units of
     work (``unit`` names them), ``tables`` (present of expected) and ``missing_tables``.
 
     Work is counted in the committed stores, read-only, by the labels the stages give their calls: answers
@@ -205,7 +209,7 @@ def stage_progress(prof: sjrun.SelfJudgeProfile, results_dir: Path | str,
         present = [n for n in names if n in tables]
         missing = [n for n in names if n not in tables]
         if not missing:
-            state = DONE
+            state = DONE if not total or done >= total else PARTIAL
         elif total and done >= total:
             state = COMPUTED
         elif done > 0:

@@ -21,6 +21,10 @@ import pandas as pd
 
 from judgelab.experiments.self_judge.evaluation import PAPER_PEARSON, POOLED
 
+#: :func:`.chapter.stage_progress`'s state of a stage whose tables cover part of its work (defined here, where
+#: the sentences need it; the chapter module imports it)
+PARTIAL = "tables cover part of the work"
+
 #: Ye & Ng 2024 (README of github.com/nusnlp/Self-J): best-of-32 with the Self-J judge as reward model,
 #: WizardLM-13B-V1.2 on AlpacaEval, win rate (%) against the reference annotator: (version, before, after)
 PAPER_BEST_OF_N: tuple[tuple[str, float, float], ...] = (("AlpacaEval v1", 89.17, 92.48),
@@ -161,6 +165,17 @@ def pending_sentence(progress: pd.DataFrame, stage: str, brief: bool = False) ->
             "estimated from a partial run.")
 
 
+def partial_sentence(progress: pd.DataFrame, stage: str) -> str:
+    """For a stage whose tables cover part of its work (some judge variants trained or evaluated, the others
+    still running): a line saying so, with how much is stored; empty for any other state."""
+    rows = progress[progress["stage"] == stage]
+    if rows.empty or next(rows.itertuples()).state != PARTIAL:
+        return ""
+    r = next(rows.itertuples())
+    return (f"*Part of the {STAGE_NAMES.get(stage, stage)} stage (`{stage}`) is in these tables: the stores "
+            f"hold {_work(r)}; the rest is still running and appears here when it completes.*")
+
+
 def figure_message(progress: pd.DataFrame, stage: str) -> str:
     """The short text a figure shows in place of a pending stage's curves ("not yet run: ..." with the count
     of work stored); empty when the stage is done."""
@@ -179,7 +194,7 @@ def progress_sentence(progress: pd.DataFrame) -> str:
     """One sentence over all stages: how many are complete, which are in progress (with their counts) and
     which have not started."""
     done = progress[progress["state"] == "done"]
-    running = progress[progress["state"].isin(["in progress", "computed, tables not written"])]
+    running = progress[progress["state"].isin(["in progress", "computed, tables not written", PARTIAL])]
     waiting = progress[progress["state"] == "not started"]
     head = f"{len(done)} of {len(progress)} stages are complete"
     if len(done) == len(progress):
