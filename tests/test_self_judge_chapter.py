@@ -316,3 +316,11 @@ def test_length_controlled_separates_length_from_content():
     assert "no column absent" in t.loc["absent", "note"]
     small = C.length_controlled(d[d["question_id"] < 3], ["reads_content"])
     assert np.isnan(small["partial_r_low"].iloc[0]) and "only 3 questions" in small["note"].iloc[0]
+
+
+def test_length_methods_take_every_trained_ablation_present():
+    cols = ["cosine", "logprob", "selfj_self_j_ref", "selfj_self_j_free", "selfj_no_distill_free",
+            "selfj_cosine_only_ref", "selfj_cosine_only_free", "selfj_cosine_only_ref_valid", "length_words"]
+    got = C.length_methods(pd.DataFrame(columns=cols))
+    assert got == ["cosine", "logprob", "selfj_self_j_ref", "selfj_self_j_free", "selfj_cosine_only_ref",
+                   "selfj_cosine_only_free", "selfj_no_distill_free"]

@@ -176,6 +176,16 @@ def test_pearson_sentence_names_the_best_method_against_the_paper():
     assert "Cosine correlates *negatively* with GPT-4's score" in neg
     assert "Self-eval + Cosine: not distinguishable from no correlation" in neg
     assert "No method without reference" in F.pearson_sentence(_paper(1, 2), "without reference")
+    # a method the paper's table lacks (an ablation) that beats every method both tables have is named
+    ablated = pd.concat([_paper(40.0, 55.0), pd.DataFrame({
+        "setting": ["with reference"], "method": ["Self-J (cosine_only)"], "paper_r100": [np.nan],
+        "ours_pooled_r100": [70.0], "ours_pooled_low": [65.0], "ours_pooled_high": [75.0], "n": [640],
+        "n_unscored": [0]})], ignore_index=True)
+    s = F.pearson_sentence(ablated, "with reference")
+    assert "Self-eval + Cosine is the best here as in the paper" in s
+    assert "Highest of all here is Self-J (cosine_only) (70.0 [65.0, 75.0]), which the paper's table" in s
+    ablated.loc[3, ["ours_pooled_r100", "ours_pooled_low", "ours_pooled_high"]] = [20.0, 15.0, 25.0]
+    assert "Highest of all" not in F.pearson_sentence(ablated, "with reference")
 
 
 def _diffs(rows):

@@ -389,6 +389,16 @@ LENGTH_METHODS: tuple[str, ...] = ("cosine", "selfeval_ref", "selfeval_ref_cosin
                                    "selfj_self_j_ref", "selfj_self_j_free")
 
 
+def length_methods(scores: pd.DataFrame) -> list[str]:
+    """The methods of the length analysis that ``scores`` has: :data:`LENGTH_METHODS`, then every trained
+    ablation's two scores (``selfj_<variant>_ref`` / ``_free``) in training's variant order -- an ablation
+    that beats the full judge must face the same length test."""
+    from judgelab.experiments.self_judge.training import VARIANTS
+
+    extra = [f"selfj_{v}_{w}" for v in VARIANTS if v != "self_j" for w in ("ref", "free")]
+    return [m for m in (*LENGTH_METHODS, *extra) if m in scores.columns]
+
+
 def length_controlled(scores: pd.DataFrame, methods: Sequence[str], quality: str = "gpt4_mean",
                       length: str = "length_words", cluster: Sequence[str] = ("eval_set", "question_id"), *,
                       level: float = LEVEL, n_resamples: int = N_RESAMPLES, seed: int = SEED,

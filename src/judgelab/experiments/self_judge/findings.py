@@ -431,6 +431,11 @@ def pearson_sentence(paper: pd.DataFrame, setting: str) -> str:
             text += f" Of the methods in both tables, {ours_best} is the best here as in the paper."
         else:
             text += f" Of the methods in both tables, {ours_best} is the best here; in the paper it is {paper_best}."
+        top = t.loc[t["ours_pooled_r100"].idxmax()]
+        if top["method"] != ours_best:
+            text += (f" Highest of all here is {top['method']} "
+                     f"({_iv(top.ours_pooled_r100, top.ours_pooled_low, top.ours_pooled_high, 1)}), which the "
+                     "paper's table does not list.")
     return text
 
 
