@@ -521,11 +521,6 @@ def trained_methods(variants: Sequence[str]) -> dict[str, tuple[str, str]]:
     return m
 
 
-def _variant_order(variants) -> list[str]:
-    """``variants`` in :data:`.training.VARIANTS` order (the full Self-J first, then the ablations)."""
-    return [v for v in tr.VARIANTS if v in set(variants)]
-
-
 def keep_other_variants(new: pd.DataFrame, path: Path, variants: Sequence[str]) -> pd.DataFrame:
     """``new`` (rows of ``variants``, in a ``variant`` column) with the rows of every other variant already in
     the table at ``path``: a run restricted to some variants (``--variants``) adds to the committed table
